@@ -1,0 +1,1 @@
+"""Built-in dataset specs (YAML files), installed as ``sftkit.datasets_spec``."""

@@ -1,0 +1,200 @@
+"""Built-in loaders: JSON array, JSONL, CSV, TSV, Parquet and a ``datasets`` save_to_disk folder.
+
+Every loader yields one dict per record and raises DataError naming the file and the line
+(or row) on malformed input. Text files are read as strict UTF-8 (a BOM on the first line is
+accepted), so invalid bytes are reported where they are, not as garbled text later.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from sftkit import DataError, hookimpl
+
+MAX_CSV_FIELD = 2**31 - 1
+
+
+def _decode_line(raw: bytes, path: Path, line_no: int) -> str:
+    try:
+        return raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"invalid UTF-8 at byte {exc.start} of the line ({raw[max(0, exc.start - 10):exc.start + 10]!r})",
+            path=str(path), line=line_no, hint="re-save the file as UTF-8",
+        ) from None
+
+
+def jsonl(path: Path) -> Iterator[dict]:
+    """JSON Lines: one JSON object per line (blank lines are skipped)."""
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            text = _decode_line(raw, path, line_no).strip()
+            if not text:
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"invalid JSON at column {exc.colno}: {exc.msg}", path=str(path), line=line_no,
+                                hint="each line must be one complete JSON object") from None
+            except RecursionError:
+                raise DataError("JSON nested too deeply", path=str(path), line=line_no) from None
+            if not isinstance(record, dict):
+                raise DataError(f"expected a JSON object, got {type(record).__name__}", path=str(path),
+                                line=line_no, hint="each line must be an object such as {\"instruction\": ...}")
+            yield record
+
+
+jsonl.suffixes = (".jsonl", ".ndjson")
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"invalid UTF-8 ({data[exc.start:exc.start + 4]!r})", path=str(path), line=line,
+                        hint="re-save the file as UTF-8") from None
+
+
+def json_array(path: Path, key: str = "") -> Iterator[dict]:
+    """A JSON file holding an array of objects (or an object whose ``key`` holds the array)."""
+    text = _read_text(path)
+    if not text.strip():
+        raise DataError("the file is empty", path=str(path), hint="expected a JSON array of objects")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"invalid JSON at column {exc.colno}: {exc.msg}", path=str(path), line=exc.lineno) from None
+    except RecursionError:
+        raise DataError("JSON nested too deeply", path=str(path)) from None
+    if key:
+        if not isinstance(data, dict) or key not in data:
+            raise DataError(f"no key {key!r} at the top level", path=str(path))
+        data = data[key]
+    if isinstance(data, dict):
+        lists = [k for k, v in data.items() if isinstance(v, list)]
+        if len(lists) == 1:
+            data = data[lists[0]]
+    if not isinstance(data, list):
+        raise DataError(f"expected a JSON array of objects, got {type(data).__name__}", path=str(path),
+                        hint="for one object per line use a .jsonl file")
+    for index, record in enumerate(data):
+        if not isinstance(record, dict):
+            raise DataError(f"expected an object, got {type(record).__name__}", path=str(path), row=index)
+        yield record
+
+
+json_array.suffixes = (".json",)
+
+
+def _delimited(path: Path, delimiter: str) -> Iterator[dict]:
+    csv.field_size_limit(min(sys.maxsize, MAX_CSV_FIELD))
+    lines = _lines_as_text(path)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError("the file is empty", path=str(path), hint="the first line must name the columns") from None
+    except csv.Error as exc:
+        raise DataError(f"malformed header: {exc}", path=str(path), line=1) from None
+    header = [name.strip() for name in header]
+    duplicates = {name for name in header if header.count(name) > 1}
+    if duplicates:
+        raise DataError(f"duplicate column name(s) {sorted(duplicates)}", path=str(path), line=1)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise DataError(f"malformed CSV: {exc}", path=str(path), line=reader.line_num,
+                            hint="check the quoting on this line") from None
+        if not row or (len(row) == 1 and not row[0].strip() and len(header) > 1):
+            continue
+        if len(row) > len(header):
+            raise DataError(f"{len(row)} fields but the header has {len(header)}", path=str(path),
+                            line=reader.line_num, hint="quote fields that contain the delimiter")
+        record = dict(zip(header, row))
+        for name in header[len(row):]:
+            record[name] = None
+        yield record
+
+
+def _lines_as_text(path: Path) -> Iterator[str]:
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            yield _decode_line(raw, path, line_no)
+
+
+def csv_file(path: Path, delimiter: str = ",") -> Iterator[dict]:
+    """Comma-separated values with a header line (quoted fields may span lines)."""
+    return _delimited(path, delimiter)
+
+
+csv_file.suffixes = (".csv",)
+
+
+def tsv(path: Path) -> Iterator[dict]:
+    """Tab-separated values with a header line."""
+    return _delimited(path, "\t")
+
+
+tsv.suffixes = (".tsv", ".tab")
+
+
+def parquet(path: Path, batch_size: int = 4096) -> Iterator[dict]:
+    """An Apache Parquet file, read in batches."""
+    import pyarrow.parquet as pq
+
+    try:
+        handle = pq.ParquetFile(path)
+    except Exception as exc:
+        raise DataError(f"not a readable Parquet file ({exc})", path=str(path)) from None
+    for batch in handle.iter_batches(batch_size=batch_size):
+        yield from batch.to_pylist()
+
+
+parquet.suffixes = (".parquet", ".pq")
+
+
+def hf_disk(path: Path, split: str = "train") -> Iterator[dict]:
+    """A folder written by ``datasets`` ``save_to_disk`` (a Dataset or a DatasetDict split)."""
+    try:
+        from datasets import load_from_disk
+    except ImportError:
+        raise DataError("reading a save_to_disk folder needs the 'datasets' package", path=str(path)) from None
+    try:
+        data = load_from_disk(str(path))
+    except Exception as exc:
+        raise DataError(f"not a readable datasets folder ({exc})", path=str(path)) from None
+    if hasattr(data, "keys") and not hasattr(data, "features"):
+        if split not in data:
+            raise DataError(f"no split {split!r}; splits: {', '.join(data.keys())}", path=str(path),
+                            hint="choose one with --loader-option split=NAME")
+        data = data[split]
+    for record in data:
+        yield dict(record)
+
+
+def _is_datasets_folder(path: Path) -> bool:
+    return path.is_dir() and any(
+        (path / name).exists() for name in ("dataset_info.json", "dataset_dict.json", "state.json")
+    )
+
+
+hf_disk.matches = _is_datasets_folder
+
+
+@hookimpl
+def register_loaders(register):
+    """The built-in file formats."""
+    register(json_array, name="json")
+    register(jsonl)
+    register(csv_file, name="csv")
+    register(tsv)
+    register(parquet)
+    register(hf_disk)

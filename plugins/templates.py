@@ -1,0 +1,233 @@
+"""Built-in prompt templates: alpaca, simple, human_assistant, chatml, chat_template, custom.
+
+A template turns an Example into role-tagged Segments. Markers (``### Response:``) are
+``part="marker"``, message text is ``part="content"`` and the token that closes an assistant
+turn (EOS or end-of-turn) is ``part="end"``. Masking strategies decide what trains from these
+tags alone, so no template ever searches for a marker in token ids.
+"""
+from __future__ import annotations
+
+import string
+
+from sftkit import DataError, Example, Message, RenderContext, Segment, UsageError, hookimpl
+
+ALPACA_PREAMBLE_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request.\n\n"
+)
+ALPACA_PREAMBLE = (
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.\n\n"
+)
+
+
+def _end(context: RenderContext, turn: int) -> Segment:
+    return Segment(context.eos_token, "assistant", "end", turn)
+
+
+def alpaca(example: Example, context: RenderContext) -> list[Segment]:
+    """Stanford Alpaca: preamble, ### Instruction:, optional ### Input:, ### Response:."""
+    if not example.is_conversation:
+        has_input = bool(example.input)
+        preamble = example.system + "\n\n" if example.system else (ALPACA_PREAMBLE_INPUT if has_input else ALPACA_PREAMBLE)
+        segments = [
+            Segment(preamble, "system", "marker", -1),
+            Segment("### Instruction:\n", "user", "marker", 0),
+            Segment(example.instruction, "user", "content", 0),
+        ]
+        if has_input:
+            segments += [Segment("\n\n### Input:\n", "user", "marker", 0), Segment(example.input, "user", "content", 0)]
+        segments += [
+            Segment("\n\n### Response:\n", "assistant", "marker", 1),
+            Segment(example.output, "assistant", "content", 1),
+            _end(context, 1),
+        ]
+        return segments
+    turns = example.turns()
+    system = next((m.content for m in turns if m.role == "system"), "")
+    segments = [Segment(system + "\n\n" if system else ALPACA_PREAMBLE, "system", "marker", -1)]
+    for index, message in enumerate(turns):
+        if message.role not in ("system", "assistant"):
+            lead = "### Instruction:\n" if index <= 1 else "\n\n### Instruction:\n"
+            segments += [Segment(lead, "user", "marker", index), Segment(message.content, "user", "content", index)]
+        elif message.role == "assistant":
+            segments += [
+                Segment("\n\n### Response:\n", "assistant", "marker", index),
+                Segment(message.content, "assistant", "content", index),
+                _end(context, index),
+            ]
+    return segments
+
+
+alpaca.markers = ("### Instruction:", "### Input:", "### Response:")
+
+
+def _tagged(example: Example, context: RenderContext, user_tag: str, assistant_tag: str, system_tag: str) -> list[Segment]:
+    segments: list[Segment] = []
+    for index, message in enumerate(example.turns()):
+        lead = "" if not segments else "\n"
+        if message.role == "system":
+            segments += [Segment(f"{system_tag}\n", "system", "marker", index), Segment(message.content, "system", "content", index)]
+        elif message.role != "assistant":
+            segments += [Segment(f"{lead}{user_tag}\n", "user", "marker", index), Segment(message.content, "user", "content", index)]
+        else:
+            segments += [
+                Segment(f"\n{assistant_tag}\n", "assistant", "marker", index),
+                Segment(message.content, "assistant", "content", index),
+                _end(context, index),
+            ]
+    return segments
+
+
+def simple(example: Example, context: RenderContext) -> list[Segment]:
+    """###instruction### <instruction and input> / ###response### <response>."""
+    return _tagged(example, context, "###instruction###", "###response###", "###system###")
+
+
+simple.markers = ("###instruction###", "###response###", "###system###")
+simple.special_tokens = simple.markers
+
+
+def human_assistant(example: Example, context: RenderContext) -> list[Segment]:
+    """###human### <prompt> / ###assistant### <response>, turn after turn."""
+    return _tagged(example, context, "###human###", "###assistant###", "###system###")
+
+
+human_assistant.markers = ("###human###", "###assistant###", "###system###")
+human_assistant.special_tokens = human_assistant.markers
+
+
+def chatml(example: Example, context: RenderContext) -> list[Segment]:
+    """ChatML: <|im_start|>role ... <|im_end|>, every turn."""
+    segments: list[Segment] = []
+    for index, message in enumerate(example.turns()):
+        role = message.role
+        segments.append(Segment(f"<|im_start|>{role}\n", role, "marker", index))
+        segments.append(Segment(message.content, role, "content", index))
+        if role == "assistant":
+            segments.append(Segment("<|im_end|>", role, "end", index))
+            segments.append(Segment("\n", role, "marker", index))
+        else:
+            segments.append(Segment("<|im_end|>\n", role, "marker", index))
+    return segments
+
+
+chatml.markers = ("<|im_start|>", "<|im_end|>")
+chatml.special_tokens = chatml.markers
+
+
+def chat_template(example: Example, context: RenderContext) -> list[Segment]:
+    """The tokenizer's own Jinja chat template (multi-turn), split into segments by rendering turn by turn."""
+    tokenizer = context.tokenizer
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise UsageError("template 'chat_template' needs a tokenizer with a chat template",
+                         hint="pass --model, or choose another --template such as chatml")
+    turns = [{"role": m.role, "content": m.content} for m in example.turns()]
+    segments: list[Segment] = []
+    rendered = ""
+    for index, message in enumerate(turns):
+        text = tokenizer.apply_chat_template(turns[: index + 1], tokenize=False)
+        if not text.startswith(rendered):
+            raise DataError(
+                "the tokenizer's chat template is not prefix-preserving: rendering one more turn changed "
+                "the earlier text, so turns cannot be masked reliably", row=example.row,
+                hint="use --template chatml (or another built-in template)")
+        delta = text[len(rendered):]
+        rendered = text
+        role, content = message["role"], message["content"]
+        at = delta.find(content) if content else len(delta)
+        if at < 0:
+            at = len(delta)
+            content = ""
+        head, tail = delta[:at], delta[at + len(content):]
+        if head:
+            segments.append(Segment(head, role, "marker", index))
+        if content:
+            segments.append(Segment(content, role, "content", index))
+        if role == "assistant":
+            end = tail.rstrip()
+            if not end:
+                end, trailer = context.eos_token, tail
+                rendered_extra = end
+            else:
+                trailer = tail[len(end):]
+                rendered_extra = ""
+            segments.append(Segment(end, role, "end", index))
+            if trailer:
+                segments.append(Segment(trailer, role, "marker", index))
+            rendered += rendered_extra
+        elif tail:
+            segments.append(Segment(tail, role, "marker", index))
+    return segments
+
+
+def plain(example: Example, context: RenderContext) -> list[Segment]:
+    """No markers: the prompt text directly followed by the response and EOS (raw text, prompt-completion)."""
+    segments = []
+    for index, message in enumerate(example.turns()):
+        if message.role == "assistant":
+            segments += [Segment(message.content, "assistant", "content", index), _end(context, index)]
+        elif message.content:
+            segments.append(Segment(message.content, message.role, "content", index))
+    return segments
+
+
+class CustomTemplate:
+    """Template strings from YAML or options: prompt, response and end, with {fields}."""
+
+    def __call__(
+        self,
+        example: Example,
+        context: RenderContext,
+        prompt: str = "{instruction}\n{input}\n",
+        response: str = "{output}",
+        end: str = "{eos}",
+        prompt_no_input: str = "",
+    ) -> list[Segment]:
+        values = {
+            "instruction": example.instruction,
+            "input": example.input,
+            "output": example.response_text(),
+            "system": example.system,
+            "prompt": example.prompt_text(),
+            "eos": context.eos_token,
+            "bos": context.bos_token,
+        }
+        if example.is_conversation:
+            user = [m.content for m in example.turns() if m.role == "user"]
+            values["instruction"] = values["prompt"] = user[-1] if user else ""
+        chosen = prompt_no_input if (prompt_no_input and not example.input) else prompt
+        segments = _format(chosen, values, "user", 0)
+        segments += _format(response, values, "assistant", 1, content_fields={"output"})
+        segments.append(Segment(end.format_map(values), "assistant", "end", 1))
+        return segments
+
+
+def _format(pattern: str, values: dict, role: str, turn: int, content_fields=None) -> list[Segment]:
+    segments = []
+    try:
+        parsed = list(string.Formatter().parse(pattern))
+    except ValueError as exc:
+        raise UsageError(f"custom template string {pattern!r} is malformed: {exc}") from None
+    for literal, field, _spec, _conv in parsed:
+        if literal:
+            segments.append(Segment(literal, role, "marker", turn))
+        if field is not None:
+            if field not in values:
+                raise UsageError(f"custom template field {{{field}}} is unknown",
+                                 hint="fields: " + ", ".join("{%s}" % k for k in values))
+            is_content = content_fields is None or field in content_fields
+            segments.append(Segment(values[field], role, "content" if is_content else "marker", turn))
+    return segments
+
+
+@hookimpl
+def register_templates(register):
+    """The built-in prompt templates."""
+    register(alpaca)
+    register(simple)
+    register(human_assistant)
+    register(chatml)
+    register(chat_template)
+    register(plain)
+    register(CustomTemplate(), name="custom")

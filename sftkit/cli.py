@@ -1,0 +1,146 @@
+"""The ``sftkit`` command line: validate | train | eval | preview | plugins.
+
+Commands live in their own modules and are imported only when used, so ``sftkit --help``
+stays fast and works even when a plugin is broken. Errors a user can cause print one message
+and exit 2; ``SFTKIT_DEBUG=1`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any, Callable
+
+import click
+
+from sftkit import __version__
+from sftkit.errors import SftkitError, UsageError
+
+# command name -> "module:attribute" of a click command
+COMMANDS = {
+    "validate": "sftkit.validate:command",
+    "train": "sftkit.train:command",
+    "eval": "sftkit.evaluate:command",
+    "preview": "sftkit.preview:command",
+    "plugins": "sftkit.plugins_command:command",
+}
+
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when it is needed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if _module_exists(COMMANDS[name])]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None or not _module_exists(target):
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+def _module_exists(target: str) -> bool:
+    return importlib.util.find_spec(target.split(":")[0]) is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="sftkit")
+def cli() -> None:
+    """sftkit: validate, train and evaluate instruction-tuned language models.
+
+    \b
+    sftkit validate DATA   pre-flight check of a dataset (exit 1 on issues)
+    sftkit preview DATA    see exactly which tokens train
+    sftkit train ...       LoRA or full fine-tuning (TRL/transformers/PEFT)
+    sftkit eval ...        generation + metrics, base versus tuned
+    sftkit plugins         installed templates, masking strategies, validators, ...
+    """
+
+
+# -- options shared by the data commands -------------------------------------------------------
+
+def parse_key_values(items: tuple[str, ...] | list[str], flag: str) -> dict[str, str]:
+    """``("a=1", "b=x")`` -> ``{"a": "1", "b": "x"}``; a clear error for anything else."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"{flag} {item!r} must look like KEY=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def data_options(func: Callable) -> Callable:
+    """--spec, --column, --instruction, --loader, --loader-option."""
+    options = [
+        click.option("--spec", help="Dataset spec: a built-in name (alpaca, financial_phrasebank, ...) or a YAML path. "
+                                    "Default: detected from the columns."),
+        click.option("--column", "columns", multiple=True, metavar="FIELD=COLUMN",
+                     help="Map a canonical field to a source column, e.g. --column output=label (repeatable)."),
+        click.option("--instruction", help="A constant instruction for data that has none."),
+        click.option("--loader", help="Loader name (default: from the file suffix)."),
+        click.option("--loader-option", "loader_options", multiple=True, metavar="KEY=VALUE", help="Loader option."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def render_options(func: Callable) -> Callable:
+    """--template, --template-option, --masking, --masking-option, --model, --max-length, --add-special-tokens."""
+    options = [
+        click.option("--template", help="Prompt template (default: the spec's, e.g. alpaca)."),
+        click.option("--template-option", "template_options", multiple=True, metavar="KEY=VALUE", help="Template option."),
+        click.option("--masking", default="completion_only", show_default=True, help="Masking strategy."),
+        click.option("--masking-option", "masking_options", multiple=True, metavar="KEY=VALUE",
+                     help="Masking option, e.g. prompt_weight=0.2."),
+        click.option("--model", default="smollm2-135m", show_default=True,
+                     help="Model whose tokenizer is used: smollm2-135m (offline), tiny-random, a folder or a hub id."),
+        click.option("--max-length", type=click.IntRange(min=1), default=None, help="Truncate to this many tokens."),
+        click.option("--add-special-tokens", is_flag=True,
+                     help="Add the template's delimiters to the tokenizer as special tokens."),
+        click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model folder (off by default)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: run the CLI, turning user errors into one message and exit code 2."""
+    from sftkit.console import err_console, plain
+    from sftkit.registry import debug_enabled
+
+    try:
+        return cli.main(args=argv, prog_name="sftkit", standalone_mode=False)
+    except SftkitError as exc:
+        if debug_enabled():
+            raise
+        err_console.print(plain(f"error: {exc.message}", "bold red"))
+        if exc.hint:
+            err_console.print(plain(f"  hint: {exc.hint}", "yellow"))
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err_console.print(plain("aborted", "red"))
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print(plain("interrupted", "red"))
+        sys.exit(130)
+    except Exception as exc:  # an sftkit or plugin bug: one line, the traceback on request
+        if debug_enabled():
+            raise
+        err_console.print(plain(f"internal error: {type(exc).__name__}: {exc}", "bold red"))
+        err_console.print(plain("  rerun with SFTKIT_DEBUG=1 for the traceback, and please report it", "yellow"))
+        sys.exit(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":
+    main()

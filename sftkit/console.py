@@ -1,0 +1,26 @@
+"""Rich consoles, and the one rule for showing data in the terminal: as plain Text, never markup."""
+from __future__ import annotations
+
+import os
+
+from rich.console import Console
+from rich.text import Text
+
+console = Console(highlight=False, soft_wrap=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def plain(text: object, style: str = "") -> Text:
+    """Data text as a Rich Text object: ``[link=...]`` and stray ``[/]`` stay literal."""
+    return Text("" if text is None else str(text), style=style)
+
+
+def excerpt(text: object, limit: int = 80) -> str:
+    """A one-line excerpt of data text (newlines shown as ↵)."""
+    flat = ("" if text is None else str(text)).replace("\r", "").replace("\n", "↵ ")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def progress_disabled() -> bool:
+    """True when progress bars should not draw (SFTKIT_NO_PROGRESS=1 or not a terminal)."""
+    return os.environ.get("SFTKIT_NO_PROGRESS", "") not in ("", "0")

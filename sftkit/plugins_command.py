@@ -1,0 +1,66 @@
+"""``sftkit plugins``: every component and every plugin's load status."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from sftkit.hookspecs import KINDS
+
+
+def plugin_report(registry) -> dict:
+    """The registry as plain data (the ``--json`` output)."""
+    components = []
+    for kind in KINDS:
+        for name, comp in sorted(registry.components(kind).items()):
+            options = {k: (None if v is __import__("inspect").Parameter.empty else v) for k, v in comp.options().items()}
+            components.append({
+                "kind": kind, "name": name, "plugin": comp.plugin,
+                "version": comp.version or "built-in", "help": comp.help,
+                "options": {k: v if isinstance(v, (int, float, str, bool, type(None), list)) else repr(v)
+                            for k, v in options.items()},
+            })
+    plugins = [
+        {"name": p.name, "version": p.version or "built-in", "builtin": p.builtin, "ok": p.ok, "error": p.error,
+         "components": p.components}
+        for p in registry.plugins.values()
+    ]
+    return {"components": components, "plugins": plugins,
+            "clashes": [{"kind": k, "name": n, "plugins": v} for (k, n), v in registry.clashes.items()]}
+
+
+@click.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def command(as_json: bool) -> None:
+    """List templates, masking strategies, validators, metrics, loaders and reporters, and plugin status.
+
+    Exits 1 if any plugin failed to load.
+    """
+    from rich.table import Table
+
+    from sftkit.console import console, plain
+    from sftkit.registry import get_registry
+
+    registry = get_registry()
+    report = plugin_report(registry)
+    failed = [p for p in report["plugins"] if not p["ok"]]
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        table = Table(title="sftkit components", show_lines=False)
+        for header in ("kind", "name", "plugin", "version", "help"):
+            table.add_column(header)
+        for comp in report["components"]:
+            table.add_row(plain(comp["kind"]), plain(comp["name"], "bold"), plain(comp["plugin"]),
+                          plain(comp["version"]), plain(comp["help"]))
+        console.print(table)
+        status = Table(title="plugins")
+        for header in ("plugin", "version", "status"):
+            status.add_column(header)
+        for p in report["plugins"]:
+            state = plain("ok", "green") if p["ok"] else plain(f"FAILED: {p['error']}", "bold red")
+            status.add_row(plain(p["name"]), plain(p["version"]), state)
+        console.print(status)
+    if failed:
+        sys.exit(1)

@@ -1,0 +1,101 @@
+"""``sftkit preview``: show exactly which tokens train, example by example."""
+from __future__ import annotations
+
+import json
+from itertools import islice
+
+import click
+
+from sftkit.cli import data_options, parse_key_values, render_options
+
+TRAINED = ("black on #b7e4c0", "black on #8fd19e")
+MASKED = ("#6b7280 on #f1f3f5", "#6b7280 on #e2e5e9")
+PARTIAL = ("black on #ffe8a3", "black on #ffd966")
+
+
+def token_rows(tokenized, tokenizer) -> list[dict]:
+    """Per-token view: id, the exact text it covers, label and weight."""
+    rows = []
+    text = tokenized.text
+    for i, (tid, label, weight, (start, end)) in enumerate(
+        zip(tokenized.input_ids, tokenized.labels, tokenized.weights, tokenized.offsets)
+    ):
+        piece = text[start:end] if end > start else tokenizer.convert_ids_to_tokens(tid)
+        rows.append({"index": i, "id": int(tid), "text": piece, "trained": label != -100, "weight": float(weight)})
+    return rows
+
+
+@click.command("preview")
+@click.argument("data", type=click.Path(dir_okay=True))
+@data_options
+@render_options
+@click.option("-n", "count", type=click.IntRange(min=1), default=3, show_default=True, help="How many examples.")
+@click.option("--start", type=click.IntRange(min=0), default=0, help="First row (0-based) to show.")
+@click.option("--format", "fmt", type=click.Choice(["rich", "plain", "json"]), default="rich", show_default=True,
+              help="rich: coloured tokens; plain: one token per line; json: machine-readable.")
+def command(data, spec, columns, instruction, loader, loader_options, template, template_options, masking,
+            masking_options, model, max_length, add_special_tokens, trust_remote_code, count, start, fmt):
+    """Print rendered examples with trained tokens highlighted and masked tokens dimmed.
+
+    Token boundaries are shown by alternating shades; each example ends with its counts of
+    trained and masked tokens. This is exactly what `sftkit train` trains on.
+    """
+    from rich.rule import Rule
+    from rich.text import Text
+
+    from sftkit.console import console, err_console, plain
+    from sftkit.pipeline import prepare
+
+    prepared = prepare(
+        data, spec=spec, columns=columns, instruction=instruction, loader=loader,
+        loader_options=parse_key_values(loader_options, "--loader-option"), template=template,
+        template_options=parse_key_values(template_options, "--template-option"), masking=masking,
+        masking_options=parse_key_values(masking_options, "--masking-option"), model=model, max_length=max_length,
+        add_special_tokens=add_special_tokens, trust_remote_code=trust_remote_code,
+    )
+    examples = list(islice(prepared.examples, start, start + count))
+    tokenized = prepared.encoder.encode_many(examples)
+    tokenizer = prepared.tokenizer
+    if fmt == "json":
+        out = {"spec": prepared.spec.name, "note": prepared.note, "template": prepared.template_name,
+               "masking": prepared.masking_name, "examples": []}
+        for example, tok in zip(examples, tokenized):
+            rows = token_rows(tok, tokenizer)
+            out["examples"].append({"row": example.row, "trained": tok.num_trained,
+                                    "masked": len(rows) - tok.num_trained, "truncated": tok.truncated, "tokens": rows})
+        click.echo(json.dumps(out, ensure_ascii=False, indent=1))
+        return
+    err_console.print(plain(f"{prepared.note}; template {prepared.template_name}, masking {prepared.masking_name}, "
+                            f"model {model}", "dim"))
+    for marker, pieces in prepared.split_markers.items():
+        err_console.print(plain(f"note: delimiter {marker!r} splits into {len(pieces)} tokens {pieces}; "
+                                f"--add-special-tokens makes it one token", "yellow"))
+    if prepared.added_tokens:
+        err_console.print(plain(f"added special tokens: {prepared.added_tokens}", "dim"))
+    for example, tok in zip(examples, tokenized):
+        rows = token_rows(tok, tokenizer)
+        trained = tok.num_trained
+        header = (f"row {example.row}: {trained} trained / {len(rows) - trained} masked tokens"
+                  + (f" (truncated from {tok.length_before_truncation}, {tok.trained_tokens_lost} trained tokens lost)"
+                     if tok.truncated else ""))
+        if fmt == "plain":
+            click.echo(f"== {header}")
+            for r in rows:
+                mark = "T" if r["trained"] else "M"
+                w = "" if r["weight"] in (0.0, 1.0) else f" w={r['weight']:g}"
+                click.echo(f"{mark} {r['id']:>6} {json.dumps(r['text'], ensure_ascii=False)}{w}")
+            continue
+        console.print(Rule(plain(header), style="dim"))
+        line = Text()
+        for r in rows:
+            shades = PARTIAL if 0 < r["weight"] < 1 else (TRAINED if r["trained"] else MASKED)
+            style = shades[r["index"] % 2]
+            piece = r["text"]
+            if "\n" in piece:
+                line.append(piece.replace("\n", "↵"), style=style)
+                line.append("\n" * piece.count("\n"))
+            else:
+                line.append(piece, style=style)
+        console.print(line)
+    console.print(plain("legend: ", "dim") + Text("trained", style=TRAINED[0]) + plain(" ")
+                  + Text("masked", style=MASKED[0]) + plain(" ") + Text("partial weight", style=PARTIAL[0]))

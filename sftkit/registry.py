@@ -1,0 +1,326 @@
+"""The plugin registry: built-in plugins from a fixed list, third-party ones from entry points.
+
+Each third-party plugin loads inside its own ``try``: a broken plugin is recorded with its
+error and named when a user asks for a component that is missing; it never stops the CLI.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import os
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable
+
+import pluggy
+
+from sftkit import hookspecs
+from sftkit.errors import PluginError, UsageError
+
+ENTRY_POINT_GROUP = "sftkit"
+
+# Built-in plugins: ordinary sftkit plugins, loaded from this fixed list.
+DEFAULT_PLUGINS = (
+    "sftkit.plugins.loaders",
+    "sftkit.plugins.templates",
+    "sftkit.plugins.masking",
+    "sftkit.plugins.validators",
+    "sftkit.plugins.metrics",
+    "sftkit.plugins.reporters",
+)
+
+# How many leading positional arguments sftkit itself passes to a component of each kind;
+# every other parameter is a user option.
+POSITIONAL_ARGS = {
+    "loaders": ("path",),
+    "templates": ("example", "context"),
+    "masking_strategies": ("segments",),
+    "validators": ("context",),
+    "metrics": ("predictions", "references"),
+    "reporters": ("result", "output_dir"),
+}
+
+SINGULAR = {
+    "loaders": "loader",
+    "templates": "template",
+    "masking_strategies": "masking strategy",
+    "validators": "validator",
+    "metrics": "metric",
+    "reporters": "reporter",
+}
+
+
+def debug_enabled() -> bool:
+    """True when ``SFTKIT_DEBUG=1``: errors re-raise with their traceback."""
+    return os.environ.get("SFTKIT_DEBUG", "") not in ("", "0")
+
+
+def help_line(obj: Any) -> str:
+    """The first line of an object's docstring (or of its class's), or ''."""
+    doc = inspect.getdoc(obj) or ""
+    if not doc and not inspect.isroutine(obj):
+        doc = inspect.getdoc(type(obj)) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+@dataclass
+class Component:
+    """A named callable registered by a plugin."""
+
+    kind: str
+    name: str
+    func: Callable
+    plugin: str
+    version: str | None  # None for built-ins
+    help: str
+
+    @property
+    def builtin(self) -> bool:
+        return self.version is None
+
+    def _signature(self) -> inspect.Signature:
+        target = self.func if inspect.isroutine(self.func) else getattr(self.func, "__call__")
+        return inspect.signature(target)
+
+    def options(self) -> dict[str, Any]:
+        """The options a user may set, with their defaults (``inspect.Parameter.empty`` if none)."""
+        params = list(self._signature().parameters.values())
+        skip = len(POSITIONAL_ARGS[self.kind])
+        out: dict[str, Any] = {}
+        positional_seen = 0
+        for param in params:
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD) and positional_seen < skip:
+                positional_seen += 1
+                continue
+            out[param.name] = param.default
+        return out
+
+    def accepts_any_option(self) -> bool:
+        return any(p.kind == p.VAR_KEYWORD for p in self._signature().parameters.values())
+
+    def check_signature(self) -> None:
+        """Raise PluginError if the callable cannot take the arguments sftkit passes."""
+        needed = POSITIONAL_ARGS[self.kind]
+        try:
+            sig = self._signature()
+        except (TypeError, ValueError) as exc:
+            raise PluginError(self._where(f"is not a callable with a signature ({exc})")) from None
+        params = list(sig.parameters.values())
+        if any(p.kind == p.VAR_POSITIONAL for p in params):
+            return
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if len(positional) < len(needed):
+            raise PluginError(
+                self._where(
+                    f"takes {len(positional)} positional argument(s) but sftkit passes "
+                    f"{len(needed)}: ({', '.join(needed)})"
+                ),
+                hint=f"define it as {self.name}({', '.join(needed)}, **options)",
+            )
+
+    def bind(self, options: dict[str, Any] | None = None) -> Callable:
+        """Check and coerce ``options``; return a callable with them applied."""
+        options = dict(options or {})
+        accepted = self.options()
+        if not self.accepts_any_option():
+            unknown = [k for k in options if k not in accepted]
+            if unknown:
+                raise UsageError(
+                    f"{SINGULAR[self.kind]} {self.name!r} (plugin {self.plugin}) has no option "
+                    f"{', '.join(repr(u) for u in unknown)}",
+                    hint="accepted options: " + (", ".join(accepted) or "none"),
+                )
+        missing = [k for k, v in accepted.items() if v is inspect.Parameter.empty and k not in options]
+        if missing:
+            raise UsageError(
+                f"{SINGULAR[self.kind]} {self.name!r} needs option(s) {', '.join(missing)}",
+                hint=f"pass them as --{self.kind.split('_')[0].rstrip('s')}-option KEY=VALUE or in the recipe",
+            )
+        coerced = {k: coerce_option(v, accepted.get(k)) for k, v in options.items()}
+        func = self.func
+
+        def bound(*args: Any, **kwargs: Any) -> Any:
+            return func(*args, **{**coerced, **kwargs})
+
+        bound.component = self  # type: ignore[attr-defined]
+        bound.options = coerced  # type: ignore[attr-defined]
+        bound.__name__ = self.name
+        bound.__doc__ = inspect.getdoc(func)
+        for attr in ("markers", "special_tokens", "jinja", "suffixes", "matches", "aggregate"):
+            if hasattr(func, attr):
+                setattr(bound, attr, getattr(func, attr))
+        return bound
+
+    def _where(self, what: str) -> str:
+        return f"{SINGULAR[self.kind]} {self.name!r} from plugin {self.plugin} {what}"
+
+
+def coerce_option(value: Any, default: Any) -> Any:
+    """Turn a string from the command line into the type of the option's default."""
+    if not isinstance(value, str) or default is None or default is inspect.Parameter.empty:
+        return value
+    if isinstance(default, bool):
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise UsageError(f"option value {value!r} is not a boolean (true/false)")
+    for typ in (int, float):
+        if isinstance(default, typ):
+            try:
+                return typ(value)
+            except ValueError:
+                raise UsageError(f"option value {value!r} is not a {typ.__name__}") from None
+    if isinstance(default, (list, tuple)):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+@dataclass
+class PluginStatus:
+    """Whether a plugin loaded, and why not."""
+
+    name: str
+    version: str | None
+    builtin: bool
+    ok: bool = True
+    error: str | None = None
+    components: list[str] = field(default_factory=list)
+
+
+class Registry:
+    """Loads plugins and hands out their components by kind and name."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("sftkit")
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, PluginStatus] = {}
+        self._components: dict[str, dict[str, Component]] = {kind: {} for kind in hookspecs.KINDS}
+        self.clashes: dict[tuple[str, str], list[str]] = {}
+
+    # -- loading ----------------------------------------------------------------------------
+    def load_builtins(self) -> None:
+        """Load the built-in plugins; a failure here is a bug in sftkit and raises."""
+        for module_name in DEFAULT_PLUGINS:
+            module = importlib.import_module(module_name)
+            self.add_plugin(module, name=module_name.rsplit(".", 1)[-1], version=None, builtin=True)
+
+    def load_entry_points(self, allow: list[str] | None = None) -> None:
+        """Load third-party plugins from the ``sftkit`` entry-point group, each in its own try."""
+        if allow is None:
+            env = os.environ.get("SFTKIT_LOAD_PLUGINS")
+            if env is not None:
+                allow = [name.strip() for name in env.split(",") if name.strip()]
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if allow is not None and ep.name not in allow:
+                continue
+            version = getattr(getattr(ep, "dist", None), "version", None) or "unknown"
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken plugin must not take sftkit down
+                if debug_enabled():
+                    raise
+                self.plugins[ep.name] = PluginStatus(
+                    ep.name, version, False, ok=False, error=f"{type(exc).__name__}: {exc}"
+                )
+                continue
+            self.add_plugin(plugin, name=ep.name, version=version, builtin=False)
+
+    def add_plugin(self, plugin: Any, *, name: str, version: str | None, builtin: bool) -> PluginStatus:
+        """Register one plugin object or module and collect its components."""
+        status = PluginStatus(name, version, builtin)
+        self.plugins[name] = status
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:
+            if builtin or debug_enabled():
+                raise
+            status.ok, status.error = False, f"{type(exc).__name__}: {exc}"
+            return status
+        for kind in hookspecs.KINDS:
+            hook = getattr(self.pm.hook, f"register_{kind}")
+            for impl in hook.get_hookimpls():
+                if impl.plugin_name != name:
+                    continue
+                try:
+                    impl.function(self._register_function(kind, status))
+                except Exception as exc:
+                    if builtin or debug_enabled():
+                        raise
+                    status.ok = False
+                    status.error = f"register_{kind} raised {type(exc).__name__}: {exc}"
+        return status
+
+    def _register_function(self, kind: str, status: PluginStatus) -> Callable:
+        def register(component: Callable, name: str | None = None) -> None:
+            comp_name = name or getattr(component, "__name__", None) or type(component).__name__
+            comp = Component(kind, comp_name, component, status.name, status.version, help_line(component))
+            if not callable(component):
+                raise PluginError(comp._where("is not callable"), hint="register a function or an object with __call__")
+            comp.check_signature()
+            existing = self._components[kind].get(comp_name)
+            if existing is not None:
+                owners = self.clashes.setdefault((kind, comp_name), [existing.plugin])
+                owners.append(status.name)
+                status.ok = False
+                status.error = (
+                    f"{SINGULAR[kind]} {comp_name!r} is registered by both {existing.plugin} and {status.name}"
+                )
+                return
+            self._components[kind][comp_name] = comp
+            status.components.append(f"{kind}:{comp_name}")
+
+        return register
+
+    # -- lookup -----------------------------------------------------------------------------
+    def components(self, kind: str) -> dict[str, Component]:
+        """All components of a kind, by name."""
+        return dict(self._components[kind])
+
+    def get(self, kind: str, name: str) -> Component:
+        """The component ``name`` of ``kind``, or a UsageError saying what exists and what failed."""
+        if (kind, name) in self.clashes:
+            owners = " and ".join(self.clashes[(kind, name)])
+            raise PluginError(
+                f"{SINGULAR[kind]} {name!r} is registered by more than one plugin: {owners}",
+                hint="uninstall one of them, or limit third-party plugins with SFTKIT_LOAD_PLUGINS",
+            )
+        comps = self._components[kind]
+        if name in comps:
+            return comps[name]
+        message = f"unknown {SINGULAR[kind]} {name!r}; available: {', '.join(sorted(comps)) or 'none'}"
+        close = difflib.get_close_matches(name, list(comps), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else None
+        failed = [p for p in self.plugins.values() if not p.ok]
+        if failed:
+            broken = "; ".join(f"{p.name}: {p.error}" for p in failed)
+            message += f"\n  plugins that failed to load (one may provide it): {broken}"
+        raise UsageError(message, hint=hint)
+
+    def resolve(self, kind: str, name: str, options: dict[str, Any] | None = None) -> Callable:
+        """Look up a component and bind the user's options to it (unknown options are rejected)."""
+        return self.get(kind, name).bind(options)
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry(*, reload: bool = False) -> Registry:
+    """The process-wide registry: built-ins plus allowed third-party plugins, loaded once."""
+    global _REGISTRY
+    if _REGISTRY is None or reload:
+        registry = Registry()
+        registry.load_builtins()
+        registry.load_entry_points()
+        _REGISTRY = registry
+    return _REGISTRY
+
+
+def set_registry(registry: Registry | None) -> None:
+    """Replace the process-wide registry (tests use this for a fresh one)."""
+    global _REGISTRY
+    _REGISTRY = registry

@@ -1,0 +1,371 @@
+"""Dataset specs: how a source's columns map onto sftkit's canonical example.
+
+A spec is YAML (see ``datasets_spec/``)::
+
+    name: financial_phrasebank
+    format: alpaca            # alpaca | instruction_response | prompt_completion | messages | sharegpt | text
+    columns: {input: content, output: label}   # canonical field -> source column (dotted paths allowed)
+    instruction: "Classify the sentiment ..."   # a constant instruction for data that has none
+    task: classification      # generation | classification | summarization | qa
+    labels: [positive, negative, neutral]
+    template: alpaca          # the template to use when none is given
+    constraints: {output: {min_length: 1}}      # per-field checks the schema validator enforces
+    validators: {quality: {min_output_chars: 2}}  # validator options (thresholds)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from sftkit.errors import DataError, UsageError
+from sftkit.types import Example, Message
+
+FORMATS = ("alpaca", "instruction_response", "prompt_completion", "messages", "sharegpt", "text")
+TASKS = ("generation", "classification", "summarization", "qa")
+CANONICAL_FIELDS = ("instruction", "input", "output", "system", "messages", "label", "task")
+
+# Canonical field -> default source column, per format.
+DEFAULT_COLUMNS: dict[str, dict[str, str]] = {
+    "alpaca": {"instruction": "instruction", "input": "input", "output": "output"},
+    "instruction_response": {"instruction": "instruction", "output": "response"},
+    "prompt_completion": {"instruction": "prompt", "output": "completion"},
+    "messages": {"messages": "messages"},
+    "sharegpt": {"messages": "conversations"},
+    "text": {"output": "text"},
+}
+# Fields a record of each format must have (the rest are optional).
+REQUIRED_FIELDS = {
+    "alpaca": ("instruction", "output"),
+    "instruction_response": ("instruction", "output"),
+    "prompt_completion": ("instruction", "output"),
+    "messages": ("messages",),
+    "sharegpt": ("messages",),
+    "text": ("output",),
+}
+DEFAULT_TEMPLATE = {
+    "alpaca": "alpaca", "instruction_response": "simple", "prompt_completion": "plain",
+    "messages": "chatml", "sharegpt": "chatml", "text": "plain",
+}
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "model": "assistant", "bot": "assistant", "chatgpt": "assistant", "system": "system"}
+SPEC_KEYS = ("name", "description", "format", "columns", "instruction", "system", "task", "labels",
+             "template", "constraints", "validators", "source")
+
+
+@dataclass
+class DatasetSpec:
+    """A parsed dataset spec."""
+
+    name: str
+    format: str
+    columns: dict[str, str]
+    instruction: str | None = None
+    system: str | None = None
+    task: str = "generation"
+    labels: list[str] = field(default_factory=list)
+    template: str | None = None
+    constraints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    validators: dict[str, dict[str, Any]] = field(default_factory=dict)
+    description: str = ""
+    source: str = ""
+
+    @property
+    def required_fields(self) -> tuple[str, ...]:
+        required = tuple(f for f in REQUIRED_FIELDS[self.format] if not (f == "instruction" and self.instruction is not None))
+        return required
+
+    @property
+    def default_template(self) -> str:
+        return self.template or DEFAULT_TEMPLATE[self.format]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in SPEC_KEYS if getattr(self, k, None) not in (None, "", [], {})}
+
+    # -- mapping ----------------------------------------------------------------------------
+    def map_record(self, record: dict) -> dict[str, Any]:
+        """The canonical fields of one record, with their raw values (missing ones absent)."""
+        mapped: dict[str, Any] = {}
+        for canonical, column in self.columns.items():
+            found, value = lookup(record, column)
+            if found:
+                mapped[canonical] = value
+        if self.instruction is not None and "instruction" not in self.columns:
+            mapped["instruction"] = self.instruction
+        if self.system is not None and "system" not in mapped:
+            mapped["system"] = self.system
+        return mapped
+
+    def to_example(self, record: dict, row: int) -> Example:
+        """Map one record to an Example. Problems (missing fields, wrong types, bad roles) are
+        noted in ``example.meta["problems"]`` for the validators, never raised here."""
+        mapped = self.map_record(record)
+        problems: list[tuple[str, str, str]] = []
+        for name in self.required_fields:
+            if name not in mapped or mapped[name] is None:
+                problems.append(("missing_field", name, f"no value for {name!r} (column {self.columns.get(name, name)!r})"))
+
+        def text(name: str) -> str:
+            value = mapped.get(name)
+            if value is None:
+                return ""
+            if isinstance(value, str):
+                return value
+            if isinstance(value, float) and value != value:  # NaN from a CSV or Parquet cell
+                problems.append(("wrong_type", name, f"{name!r} is NaN"))
+                return ""
+            if isinstance(value, (int, float, bool)):
+                if name not in ("output", "label") or self.task != "classification":
+                    problems.append(("wrong_type", name, f"{name!r} is a {type(value).__name__}, expected text"))
+                return str(value)
+            problems.append(("wrong_type", name, f"{name!r} is a {type(value).__name__}, expected text"))
+            return json.dumps(value, ensure_ascii=False, default=str)
+
+        example = Example(row=row, task=self.task)
+        if self.format in ("messages", "sharegpt"):
+            example.messages = self._messages(mapped.get("messages"), problems)
+            example.system = text("system")
+            if example.system and not any(m.role == "system" for m in example.messages):
+                example.messages.insert(0, Message("system", example.system))
+            example.output = example.response_text()
+            users = [m.content for m in example.messages if m.role == "user"]
+            example.instruction = users[-1] if users else ""
+        else:
+            example.instruction = text("instruction")
+            example.input = text("input")
+            example.output = text("output")
+            example.system = text("system")
+        if "label" in mapped:
+            example.label = text("label")
+        elif self.task == "classification":
+            example.label = example.output
+        if "task" in mapped and mapped["task"] is not None:
+            example.meta["category"] = text("task")
+        if problems:
+            example.meta["problems"] = problems
+        return example
+
+    def _messages(self, value: Any, problems: list) -> list[Message]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            problems.append(("wrong_type", "messages", f"messages is a {type(value).__name__}, expected a list"))
+            return []
+        messages = []
+        for index, turn in enumerate(value):
+            if not isinstance(turn, dict):
+                problems.append(("wrong_type", "messages", f"turn {index} is a {type(turn).__name__}, expected an object"))
+                continue
+            if self.format == "sharegpt":
+                raw_role, content = turn.get("from"), turn.get("value")
+                role = SHAREGPT_ROLES.get(str(raw_role).lower()) if raw_role is not None else None
+            else:
+                raw_role, content = turn.get("role"), turn.get("content")
+                role = raw_role if raw_role in ("system", "user", "assistant") else None
+            if role is None:
+                problems.append(("unknown_role", "messages", f"turn {index} has unknown role {raw_role!r}"))
+                role = "user"
+            if content is None:
+                problems.append(("missing_field", "messages", f"turn {index} has no content"))
+                content = ""
+            elif not isinstance(content, str):
+                problems.append(("wrong_type", "messages", f"turn {index} content is a {type(content).__name__}"))
+                content = json.dumps(content, ensure_ascii=False, default=str)
+            messages.append(Message(role, content))
+        return messages
+
+
+def lookup(record: dict, path: str) -> tuple[bool, Any]:
+    """Find a dotted column path (``instances.0.output``) in a record."""
+    if path in record:
+        return True, record[path]
+    value: Any = record
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return False, None
+    return True, value
+
+
+# -- loading specs ----------------------------------------------------------------------------
+
+def builtin_spec_names() -> list[str]:
+    """Names of the specs shipped in ``sftkit.datasets_spec``."""
+    folder = resources.files("sftkit.datasets_spec")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_spec(name_or_path: str) -> DatasetSpec:
+    """A spec by built-in name (``alpaca``) or from a YAML file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise UsageError(f"spec file {name_or_path} does not exist")
+        text = _read_yaml_text(path)
+        source = str(path)
+    else:
+        names = builtin_spec_names()
+        if name_or_path not in names:
+            raise UsageError(f"unknown spec {name_or_path!r}; built-in specs: {', '.join(names)}",
+                             hint="or pass the path of a YAML spec")
+        text = resources.files("sftkit.datasets_spec").joinpath(f"{name_or_path}.yaml").read_text("utf-8")
+        source = f"built-in:{name_or_path}"
+    return spec_from_dict(safe_yaml(text, source), source)
+
+
+def _read_yaml_text(path: Path) -> str:
+    try:
+        return path.read_text("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"invalid UTF-8 at byte {exc.start}", path=str(path)) from None
+
+
+def safe_yaml(text: str, source: str) -> Any:
+    """Parse YAML with the safe loader; aliases are refused (no billion-laughs expansion)."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):  # type: ignore[override]
+            if self.check_event(yaml.events.AliasEvent):
+                event = self.peek_event()
+                raise DataError("YAML aliases (*name) are not allowed", path=source,
+                                line=event.start_mark.line + 1, hint="write the value out in full")
+            return super().compose_node(parent, index)
+
+    try:
+        return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise DataError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=source,
+                        line=mark.line + 1 if mark else None) from None
+
+
+def spec_from_dict(data: Any, source: str = "<spec>") -> DatasetSpec:
+    """Build and check a DatasetSpec from parsed YAML."""
+    import difflib
+
+    if not isinstance(data, dict):
+        raise DataError("a spec must be a mapping of keys to values", path=source)
+    for key in data:
+        if key not in SPEC_KEYS:
+            close = difflib.get_close_matches(str(key), SPEC_KEYS, n=1)
+            raise DataError(f"unknown spec key {key!r}", path=source,
+                            hint=f"did you mean {close[0]!r}?" if close else "keys: " + ", ".join(SPEC_KEYS))
+    fmt = data.get("format", "alpaca")
+    if fmt not in FORMATS:
+        raise DataError(f"unknown format {fmt!r}", path=source, field="format", hint="formats: " + ", ".join(FORMATS))
+    columns = dict(DEFAULT_COLUMNS[fmt])
+    given = data.get("columns") or {}
+    if not isinstance(given, dict):
+        raise DataError("columns must map canonical fields to source columns", path=source, field="columns")
+    for canonical, column in given.items():
+        if canonical not in CANONICAL_FIELDS:
+            raise DataError(f"unknown canonical field {canonical!r}", path=source, field="columns",
+                            hint="fields: " + ", ".join(CANONICAL_FIELDS))
+        if column is None:
+            columns.pop(canonical, None)
+        else:
+            columns[canonical] = str(column)
+    task = data.get("task", "generation")
+    if task not in TASKS:
+        raise DataError(f"unknown task {task!r}", path=source, field="task", hint="tasks: " + ", ".join(TASKS))
+    labels = data.get("labels") or []
+    if not isinstance(labels, list) or not all(isinstance(x, (str, int)) for x in labels):
+        raise DataError("labels must be a list of strings", path=source, field="labels")
+    for key in ("constraints", "validators"):
+        if not isinstance(data.get(key) or {}, dict):
+            raise DataError(f"{key} must be a mapping", path=source, field=key)
+    instruction = data.get("instruction")
+    if instruction is not None and not isinstance(instruction, str):
+        raise DataError("instruction must be a string", path=source, field="instruction")
+    return DatasetSpec(
+        name=str(data.get("name") or Path(source).stem),
+        format=fmt,
+        columns=columns,
+        instruction=instruction,
+        system=data.get("system"),
+        task=task,
+        labels=[str(x) for x in labels],
+        template=data.get("template"),
+        constraints=data.get("constraints") or {},
+        validators=data.get("validators") or {},
+        description=str(data.get("description") or ""),
+        source=source,
+    )
+
+
+def detect_format(record: dict) -> str | None:
+    """Guess the format of a record from its keys, or None."""
+    keys = set(record)
+    if "messages" in keys and isinstance(record["messages"], list):
+        return "messages"
+    if "conversations" in keys and isinstance(record["conversations"], list):
+        return "sharegpt"
+    if "instruction" in keys and "output" in keys:
+        return "alpaca"
+    if "prompt" in keys and "completion" in keys:
+        return "prompt_completion"
+    if "instruction" in keys and "response" in keys:
+        return "instruction_response"
+    if "text" in keys:
+        return "text"
+    return None
+
+
+def resolve_spec(
+    spec: str | None,
+    first_record: dict | None,
+    columns: Iterable[str] = (),
+    instruction: str | None = None,
+) -> tuple[DatasetSpec, str]:
+    """The spec to use: named or detected, with ``--column a=b`` and ``--instruction`` applied.
+
+    Returns the spec and a one-line note saying how it was chosen.
+    """
+    overrides = parse_column_overrides(columns)
+    if spec:
+        chosen = load_spec(spec)
+        note = f"spec {chosen.name} ({chosen.source})"
+    else:
+        fmt = detect_format(first_record or {}) if first_record is not None else None
+        if fmt is None and overrides:
+            fmt = "alpaca"
+        if fmt is None:
+            keys = ", ".join(map(str, (first_record or {}).keys())) or "none"
+            raise UsageError(
+                f"cannot detect the dataset format from the columns ({keys})",
+                hint="pass --spec NAME (built-in: " + ", ".join(builtin_spec_names())
+                + ") or map columns with --column output=COLUMN --instruction \"...\"",
+            )
+        chosen = spec_from_dict({"name": fmt, "format": fmt}, f"detected:{fmt}")
+        note = f"detected format {fmt} from the columns of the first record"
+    for canonical, column in overrides.items():
+        if canonical not in CANONICAL_FIELDS:
+            raise UsageError(f"--column: unknown canonical field {canonical!r}", hint="fields: " + ", ".join(CANONICAL_FIELDS))
+        chosen.columns[canonical] = column
+    if instruction is not None:
+        chosen.instruction = instruction
+        chosen.columns.pop("instruction", None)
+    return chosen, note
+
+
+def parse_column_overrides(columns: Iterable[str]) -> dict[str, str]:
+    """``["output=label", ...]`` -> ``{"output": "label"}``."""
+    out = {}
+    for item in columns:
+        if "=" not in item:
+            raise UsageError(f"--column {item!r} must look like FIELD=COLUMN (e.g. output=label)")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def examples_from_records(records: Iterable[dict], spec: DatasetSpec, start: int = 0) -> Iterator[Example]:
+    """Map records to Examples, numbering rows from ``start``."""
+    for row, record in enumerate(records, start=start):
+        yield spec.to_example(record, row)

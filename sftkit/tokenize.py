@@ -1,0 +1,100 @@
+"""Render, mask and tokenize: the step from an Example to input_ids and labels.
+
+The joined segment text is tokenized once, with offsets; each token takes the loss weight of
+the segment that holds its last character (so a token that merges a marker's trailing space
+with the first word of the response trains with the response). Labels are -100 where the
+weight is 0. No marker is ever searched for in token ids.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from sftkit.errors import PluginError
+from sftkit.types import Example, RenderContext, Segment, TokenizedExample
+
+IGNORE_INDEX = -100
+
+
+def render(example: Example, template: Callable, context: RenderContext) -> list[Segment]:
+    """Render an example with a template, checking the template returned segments."""
+    segments = template(example, context)
+    if not isinstance(segments, list) or not all(isinstance(s, Segment) for s in segments):
+        name = getattr(template, "__name__", "template")
+        raise PluginError(f"template {name!r} returned {type(segments).__name__}, expected a list of Segment",
+                          hint="return [Segment(text, role, part, turn), ...]")
+    return segments
+
+
+def mask(segments: list[Segment], strategy: Callable) -> list[float]:
+    """Loss weights per segment from a masking strategy, checked for length and range."""
+    weights = [float(w) for w in strategy(segments)]
+    if len(weights) != len(segments):
+        name = getattr(strategy, "__name__", "masking strategy")
+        raise PluginError(f"masking strategy {name!r} returned {len(weights)} weights for {len(segments)} segments",
+                          hint="return exactly one weight per segment")
+    return weights
+
+
+def context_for(tokenizer: Any) -> RenderContext:
+    """The RenderContext for a tokenizer (or an empty one without a tokenizer)."""
+    if tokenizer is None:
+        return RenderContext()
+    return RenderContext(eos_token=tokenizer.eos_token or "", bos_token=tokenizer.bos_token or "", tokenizer=tokenizer)
+
+
+def tokenize_many(
+    items: Sequence[tuple[list[Segment], list[float]]],
+    tokenizer: Any,
+    max_length: int | None = None,
+    add_special_tokens: bool = True,
+) -> list[TokenizedExample]:
+    """Tokenize many (segments, weights) pairs in one tokenizer call."""
+    texts = ["".join(s.text for s in segments) for segments, _ in items]
+    if not texts:
+        return []
+    encoded = tokenizer(texts, return_offsets_mapping=True, add_special_tokens=add_special_tokens)
+    out = []
+    for (segments, weights), text, ids, offsets in zip(items, texts, encoded["input_ids"], encoded["offset_mapping"]):
+        out.append(_label(segments, weights, text, list(ids), [tuple(o) for o in offsets], max_length))
+    return out
+
+
+def tokenize(segments: list[Segment], weights: list[float], tokenizer: Any, max_length: int | None = None,
+             add_special_tokens: bool = True) -> TokenizedExample:
+    """Tokenize one rendered example into input_ids, labels and per-token weights."""
+    return tokenize_many([(segments, weights)], tokenizer, max_length, add_special_tokens)[0]
+
+
+def _label(segments, weights, text, ids, offsets, max_length) -> TokenizedExample:
+    ends = np.cumsum([len(s.text) for s in segments]) if segments else np.zeros(0, dtype=int)
+    n = len(ids)
+    seg_index = np.zeros(n, dtype=np.int64)
+    if n and len(segments):
+        offs = np.asarray(offsets, dtype=np.int64).reshape(n, 2)
+        empty = offs[:, 1] <= offs[:, 0]
+        last_char = np.maximum(offs[:, 1] - 1, 0)
+        seg_index = np.searchsorted(ends, last_char, side="right")
+        # Tokens with no text (added BOS/EOS) take the segment of the token before them.
+        if empty.any():
+            for i in np.nonzero(empty)[0]:
+                seg_index[i] = seg_index[i - 1] if i > 0 else 0
+        seg_index = np.minimum(seg_index, len(segments) - 1)
+    w = np.asarray(weights, dtype=np.float64)[seg_index] if len(segments) else np.zeros(n)
+    labels = np.where(w > 0, np.asarray(ids, dtype=np.int64), IGNORE_INDEX) if n else np.zeros(0, dtype=np.int64)
+    lost = 0
+    if max_length is not None and n > max_length:
+        lost = int((labels[max_length:] != IGNORE_INDEX).sum())
+        ids, offsets = ids[:max_length], offsets[:max_length]
+        labels, w, seg_index = labels[:max_length], w[:max_length], seg_index[:max_length]
+    return TokenizedExample(
+        input_ids=list(ids),
+        labels=labels.tolist(),
+        weights=w.tolist(),
+        segment_index=seg_index.tolist(),
+        offsets=list(offsets),
+        text=text,
+        length_before_truncation=n,
+        trained_tokens_lost=lost,
+    )
