@@ -17,21 +17,28 @@ from sftkit import DataError, hookimpl
 MAX_CSV_FIELD = 2**31 - 1
 
 
-def _decode_line(raw: bytes, path: Path, line_no: int) -> str:
+ENCODING_ERRORS = ("strict", "replace")
+INVALID_UTF8_HINT = ("re-save the file as UTF-8, or read it with --loader-option encoding_errors=replace "
+                     "(bad bytes become U+FFFD, which validate reports as encoding_artifact)")
+
+
+def _decode_line(raw: bytes, path: Path, line_no: int, errors: str = "strict") -> str:
+    if errors not in ENCODING_ERRORS:
+        raise DataError(f"encoding_errors must be one of {ENCODING_ERRORS}, got {errors!r}", path=str(path))
     try:
-        return raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+        return raw.decode("utf-8-sig" if line_no == 1 else "utf-8", errors=errors)
     except UnicodeDecodeError as exc:
         raise DataError(
             f"invalid UTF-8 at byte {exc.start} of the line ({raw[max(0, exc.start - 10):exc.start + 10]!r})",
-            path=str(path), line=line_no, hint="re-save the file as UTF-8",
+            path=str(path), line=line_no, hint=INVALID_UTF8_HINT,
         ) from None
 
 
-def jsonl(path: Path) -> Iterator[dict]:
+def jsonl(path: Path, encoding_errors: str = "strict") -> Iterator[dict]:
     """JSON Lines: one JSON object per line (blank lines are skipped)."""
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
-            text = _decode_line(raw, path, line_no).strip()
+            text = _decode_line(raw, path, line_no, encoding_errors).strip()
             if not text:
                 continue
             try:
@@ -50,19 +57,19 @@ def jsonl(path: Path) -> Iterator[dict]:
 jsonl.suffixes = (".jsonl", ".ndjson")
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, errors: str = "strict") -> str:
     data = path.read_bytes()
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8-sig", errors=errors)
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise DataError(f"invalid UTF-8 ({data[exc.start:exc.start + 4]!r})", path=str(path), line=line,
-                        hint="re-save the file as UTF-8") from None
+                        hint=INVALID_UTF8_HINT) from None
 
 
-def json_array(path: Path, key: str = "") -> Iterator[dict]:
+def json_array(path: Path, key: str = "", encoding_errors: str = "strict") -> Iterator[dict]:
     """A JSON file holding an array of objects (or an object whose ``key`` holds the array)."""
-    text = _read_text(path)
+    text = _read_text(path, encoding_errors)
     if not text.strip():
         raise DataError("the file is empty", path=str(path), hint="expected a JSON array of objects")
     try:
@@ -91,9 +98,9 @@ def json_array(path: Path, key: str = "") -> Iterator[dict]:
 json_array.suffixes = (".json",)
 
 
-def _delimited(path: Path, delimiter: str) -> Iterator[dict]:
+def _delimited(path: Path, delimiter: str, encoding_errors: str = "strict") -> Iterator[dict]:
     csv.field_size_limit(min(sys.maxsize, MAX_CSV_FIELD))
-    lines = _lines_as_text(path)
+    lines = _lines_as_text(path, encoding_errors)
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
@@ -124,23 +131,23 @@ def _delimited(path: Path, delimiter: str) -> Iterator[dict]:
         yield record
 
 
-def _lines_as_text(path: Path) -> Iterator[str]:
+def _lines_as_text(path: Path, errors: str = "strict") -> Iterator[str]:
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
-            yield _decode_line(raw, path, line_no)
+            yield _decode_line(raw, path, line_no, errors)
 
 
-def csv_file(path: Path, delimiter: str = ",") -> Iterator[dict]:
+def csv_file(path: Path, delimiter: str = ",", encoding_errors: str = "strict") -> Iterator[dict]:
     """Comma-separated values with a header line (quoted fields may span lines)."""
-    return _delimited(path, delimiter)
+    return _delimited(path, delimiter, encoding_errors)
 
 
 csv_file.suffixes = (".csv",)
 
 
-def tsv(path: Path) -> Iterator[dict]:
+def tsv(path: Path, encoding_errors: str = "strict") -> Iterator[dict]:
     """Tab-separated values with a header line."""
-    return _delimited(path, "\t")
+    return _delimited(path, "\t", encoding_errors)
 
 
 tsv.suffixes = (".tsv", ".tab")

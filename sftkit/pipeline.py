@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from sftkit.errors import DataError, UsageError
 from sftkit.registry import Registry, get_registry
-from sftkit.spec import DatasetSpec, examples_from_records, resolve_spec
+from sftkit.spec import DatasetSpec, examples_from_records, load_spec, resolve_spec
 from sftkit.tokenize import context_for, mask, render, tokenize_many
 from sftkit.types import Example, RenderContext, Segment, TokenizedExample
 
@@ -60,7 +60,15 @@ def open_dataset(
     loader_options: dict | None = None,
     registry: Registry | None = None,
 ) -> tuple[DatasetSpec, str, Iterator[Example]]:
-    """Open a dataset: the resolved spec, a note on how it was chosen, and lazy Examples."""
+    """Open a dataset: the resolved spec, a note on how it was chosen, and lazy Examples.
+
+    A named spec may carry ``loader`` and ``loader_options`` for its data; options given
+    here win over the spec's.
+    """
+    named = load_spec(spec) if spec else None
+    if named is not None:
+        loader = loader or named.loader
+        loader_options = {**named.loader_options, **(loader_options or {})}
     records = load_records(path, loader, loader_options, registry)
     try:
         first = next(records)

@@ -11,6 +11,7 @@ A spec is YAML (see ``datasets_spec/``)::
     template: alpaca          # the template to use when none is given
     constraints: {output: {min_length: 1}}      # per-field checks the schema validator enforces
     validators: {quality: {min_output_chars: 2}}  # validator options (thresholds)
+    loader_options: {encoding_errors: replace}    # options for the loader of this data
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ DEFAULT_TEMPLATE = {
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "model": "assistant", "bot": "assistant", "chatgpt": "assistant", "system": "system"}
 SPEC_KEYS = ("name", "description", "format", "columns", "instruction", "system", "task", "labels",
-             "template", "constraints", "validators", "source")
+             "template", "constraints", "validators", "loader", "loader_options", "source")
 
 
 @dataclass
@@ -70,6 +71,8 @@ class DatasetSpec:
     constraints: dict[str, dict[str, Any]] = field(default_factory=dict)
     validators: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
+    loader: str | None = None
+    loader_options: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
     @property
@@ -277,7 +280,7 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> DatasetSpec:
     labels = data.get("labels") or []
     if not isinstance(labels, list) or not all(isinstance(x, (str, int)) for x in labels):
         raise DataError("labels must be a list of strings", path=source, field="labels")
-    for key in ("constraints", "validators"):
+    for key in ("constraints", "validators", "loader_options"):
         if not isinstance(data.get(key) or {}, dict):
             raise DataError(f"{key} must be a mapping", path=source, field=key)
     instruction = data.get("instruction")
@@ -295,6 +298,8 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> DatasetSpec:
         constraints=data.get("constraints") or {},
         validators=data.get("validators") or {},
         description=str(data.get("description") or ""),
+        loader=data.get("loader"),
+        loader_options=data.get("loader_options") or {},
         source=source,
     )
 
