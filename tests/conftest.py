@@ -71,9 +71,14 @@ def run_cli(monkeypatch):
 
     def run(*args: str, env: dict | None = None) -> CliResult:
         runner = CliRunner()
-        result = runner.invoke(main, [str(a) for a in args], env=env, catch_exceptions=True)
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        return CliResult(result.exit_code, result.stdout, result.stderr)
+        with runner.isolation(env=env) as (out, err, _mixed):
+            try:
+                main([str(a) for a in args])
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            stdout = out.getvalue().decode("utf-8", "replace")
+            stderr = err.getvalue().decode("utf-8", "replace")
+        return CliResult(code, stdout, stderr)
 
     return run
