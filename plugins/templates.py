@@ -61,6 +61,20 @@ def alpaca(example: Example, context: RenderContext) -> list[Segment]:
 
 alpaca.markers = ("### Instruction:", "### Input:", "### Response:")
 
+# Jinja form of the template for the saved tokenizer's chat_template (conversation form: a
+# single-turn example with an input renders its input under the instruction in Jinja).
+alpaca.jinja = (
+    "{% set sys = messages | selectattr('role', 'equalto', 'system') | list %}"
+    "{% if sys %}{{ sys[0]['content'] + '\\n\\n' }}{% else %}"
+    "{{ 'Below is an instruction that describes a task. Write a response that appropriately completes the request.\\n\\n' }}"
+    "{% endif %}"
+    "{% for m in messages %}"
+    "{% if m['role'] == 'assistant' %}{{ '\\n\\n### Response:\\n' + m['content'] + eos_token }}"
+    "{% elif m['role'] != 'system' %}{{ ('### Instruction:\\n' if loop.index0 <= 1 else '\\n\\n### Instruction:\\n') + m['content'] }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '\\n\\n### Response:\\n' }}{% endif %}"
+)
+
 
 def _tagged(example: Example, context: RenderContext, user_tag: str, assistant_tag: str, system_tag: str) -> list[Segment]:
     segments: list[Segment] = []
@@ -86,6 +100,14 @@ def simple(example: Example, context: RenderContext) -> list[Segment]:
 
 simple.markers = ("###instruction###", "###response###", "###system###")
 simple.special_tokens = simple.markers
+simple.jinja = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ '###system###\\n' + m['content'] }}"
+    "{% elif m['role'] == 'assistant' %}{{ '\\n###response###\\n' + m['content'] + eos_token }}"
+    "{% else %}{{ ('\\n' if not loop.first else '') + '###instruction###\\n' + m['content'] }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '\\n###response###\\n' }}{% endif %}"
+)
 
 
 def human_assistant(example: Example, context: RenderContext) -> list[Segment]:
@@ -95,6 +117,14 @@ def human_assistant(example: Example, context: RenderContext) -> list[Segment]:
 
 human_assistant.markers = ("###human###", "###assistant###", "###system###")
 human_assistant.special_tokens = human_assistant.markers
+human_assistant.jinja = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ '###system###\\n' + m['content'] }}"
+    "{% elif m['role'] == 'assistant' %}{{ '\\n###assistant###\\n' + m['content'] + eos_token }}"
+    "{% else %}{{ ('\\n' if not loop.first else '') + '###human###\\n' + m['content'] }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '\\n###assistant###\\n' }}{% endif %}"
+)
 
 
 def chatml(example: Example, context: RenderContext) -> list[Segment]:
@@ -114,6 +144,10 @@ def chatml(example: Example, context: RenderContext) -> list[Segment]:
 
 chatml.markers = ("<|im_start|>", "<|im_end|>")
 chatml.special_tokens = chatml.markers
+chatml.jinja = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 
 def chat_template(example: Example, context: RenderContext) -> list[Segment]:
@@ -170,6 +204,12 @@ def plain(example: Example, context: RenderContext) -> list[Segment]:
         elif message.content:
             segments.append(Segment(message.content, message.role, "content", index))
     return segments
+
+
+plain.jinja = (
+    "{% for m in messages %}{% if m['role'] == 'assistant' %}{{ m['content'] + eos_token }}"
+    "{% else %}{{ m['content'] }}{% endif %}{% endfor %}"
+)
 
 
 class CustomTemplate:

@@ -1,0 +1,109 @@
+"""The run folder: what ``sftkit train`` writes and what ``sftkit eval`` reads.
+
+A run folder holds:
+
+- ``sftkit_run.json``: how the model was trained (see ``RUN_KEYS``): base model, method
+  (``lora`` or ``full``), template and masking (with options), the dataset spec, the max
+  length, the special tokens added to the tokenizer, and the resolved recipe;
+- the tuned weights as safetensors: a PEFT adapter (``adapter_config.json`` +
+  ``adapter_model.safetensors``) or a full model (``config.json`` + ``model.safetensors``);
+- the tokenizer, with its ``chat_template`` set to the training template where the template
+  has a Jinja form, so other tools prompt the model exactly as it was trained;
+- ``recipe.yaml`` (resolved), ``metrics.jsonl``, ``report.html`` and ``checkpoints/checkpoint-N/``.
+
+Every file is written atomically, and ``sftkit_run.json`` last: a folder without it is not
+(yet) a finished run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sftkit.errors import DataError, UsageError
+from sftkit.io import atomic_write_json
+
+RUN_FILE = "sftkit_run.json"
+RUN_KEYS = ("sftkit_version", "base_model", "method", "template", "template_options", "masking",
+            "masking_options", "spec", "max_length", "added_tokens", "recipe")
+METHODS = ("lora", "full")
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """True when ``path`` is a folder holding ``sftkit_run.json``."""
+    path = Path(path)
+    return path.is_dir() and (path / RUN_FILE).is_file()
+
+
+def read_run(path: str | Path) -> dict:
+    """The run description (``sftkit_run.json``) of a run folder, checked for the required keys."""
+    path = Path(path)
+    file = path / RUN_FILE
+    if not file.is_file():
+        raise UsageError(f"{path} is not an sftkit run folder (no {RUN_FILE})",
+                         hint="pass the --output-dir of a finished `sftkit train`, or a model name")
+    try:
+        info = json.loads(file.read_text("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"unreadable run description: {exc}", path=str(file)) from None
+    if not isinstance(info, dict):
+        raise DataError("the run description must be a JSON object", path=str(file))
+    missing = [key for key in ("base_model", "method") if key not in info]
+    if missing:
+        raise DataError(f"the run description lacks {', '.join(missing)}", path=str(file))
+    if info["method"] not in METHODS:
+        raise DataError(f"unknown method {info['method']!r} (expected lora or full)", path=str(file), field="method")
+    return info
+
+
+def write_run(path: str | Path, info: dict) -> Path:
+    """Write ``sftkit_run.json`` atomically (call it last, once the weights are saved)."""
+    unknown = sorted(set(info) - set(RUN_KEYS))
+    if unknown:
+        raise ValueError(f"unknown run keys: {unknown}")
+    return atomic_write_json(Path(path) / RUN_FILE, {key: info.get(key) for key in RUN_KEYS})
+
+
+def load_for_inference(model_or_run_dir: str | Path, dtype: str = "float32",
+                       trust_remote_code: bool = False) -> tuple[Any, Any, dict | None]:
+    """``(model, tokenizer, run_info)`` for a model name or a run folder, in eval mode.
+
+    A plain name (``smollm2-135m``, ``tiny-random``, a folder, a hub id) loads through
+    ``sftkit.models``; ``run_info`` is then None. A run folder loads its base model, grows
+    the embeddings when the run added tokens, applies the LoRA adapter (weights only from
+    safetensors; merged for fast generation) or loads the full model, and uses the run's
+    tokenizer.
+    """
+    from sftkit.models import load_model, load_tokenizer
+
+    if not is_run_dir(model_or_run_dir):
+        name = str(model_or_run_dir)
+        tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
+        model = load_model(name, dtype=dtype, trust_remote_code=trust_remote_code)
+        model.eval()
+        return model, tokenizer, None
+    import torch
+    from transformers import AutoTokenizer
+
+    folder = Path(model_or_run_dir)
+    info = read_run(folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if info["method"] == "full":
+        model = load_model(str(folder), dtype=dtype, trust_remote_code=trust_remote_code)
+    else:
+        adapter = folder / "adapter_model.safetensors"
+        if not adapter.is_file():
+            raise UsageError(f"{folder} has no adapter_model.safetensors",
+                             hint="sftkit loads adapter weights only from safetensors")
+        from peft import PeftModel
+
+        model = load_model(str(info["base_model"]), dtype=dtype, trust_remote_code=trust_remote_code)
+        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(tokenizer))
+        model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+        model = model.merge_and_unload()
+        model = model.to(getattr(torch, dtype))
+    model.eval()
+    return model, tokenizer, info
