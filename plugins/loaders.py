@@ -3,6 +3,11 @@
 Every loader yields one dict per record and raises DataError naming the file and the line
 (or row) on malformed input. Text files are read as strict UTF-8 (a BOM on the first line is
 accepted), so invalid bytes are reported where they are, not as garbled text later.
+
+With ``skip_invalid=True`` (the CLI's ``--skip-invalid``) the line-oriented loaders yield the
+DataError for a broken line or record instead of raising it, and go on with the next one;
+``sftkit.pipeline`` collects those as the skipped lines. Errors about the whole file (empty,
+not JSON at all, a bad header) are still raised.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ MAX_CSV_FIELD = 2**31 - 1
 
 
 ENCODING_ERRORS = ("strict", "replace")
+SKIP_HINT = "fix the line, or pass --skip-invalid to skip broken lines (they are listed)"
 INVALID_UTF8_HINT = ("re-save the file as UTF-8, or read it with --loader-option encoding_errors=replace "
                      "(bad bytes become U+FFFD, which validate reports as encoding_artifact)")
 
@@ -34,24 +40,36 @@ def _decode_line(raw: bytes, path: Path, line_no: int, errors: str = "strict") -
         ) from None
 
 
-def jsonl(path: Path, encoding_errors: str = "strict") -> Iterator[dict]:
+def jsonl(path: Path, encoding_errors: str = "strict", skip_invalid: bool = False) -> Iterator[dict]:
     """JSON Lines: one JSON object per line (blank lines are skipped)."""
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
-            text = _decode_line(raw, path, line_no, encoding_errors).strip()
-            if not text:
-                continue
             try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON at column {exc.colno}: {exc.msg}", path=str(path), line=line_no,
-                                hint="each line must be one complete JSON object") from None
-            except RecursionError:
-                raise DataError("JSON nested too deeply", path=str(path), line=line_no) from None
-            if not isinstance(record, dict):
-                raise DataError(f"expected a JSON object, got {type(record).__name__}", path=str(path),
-                                line=line_no, hint="each line must be an object such as {\"instruction\": ...}")
-            yield record
+                record = _jsonl_record(raw, path, line_no, encoding_errors)
+            except DataError as exc:
+                if not skip_invalid:
+                    raise
+                yield exc
+                continue
+            if record is not None:
+                yield record
+
+
+def _jsonl_record(raw: bytes, path: Path, line_no: int, encoding_errors: str) -> dict | None:
+    text = _decode_line(raw, path, line_no, encoding_errors).strip()
+    if not text:
+        return None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"invalid JSON at column {exc.colno}: {exc.msg}", path=str(path), line=line_no,
+                        hint=SKIP_HINT) from None
+    except RecursionError:
+        raise DataError("JSON nested too deeply", path=str(path), line=line_no, hint=SKIP_HINT) from None
+    if not isinstance(record, dict):
+        raise DataError(f"expected a JSON object, got {type(record).__name__}", path=str(path),
+                        line=line_no, hint="each line must be an object such as {\"instruction\": ...}; " + SKIP_HINT)
+    return record
 
 
 jsonl.suffixes = (".jsonl", ".ndjson")
@@ -67,7 +85,7 @@ def _read_text(path: Path, errors: str = "strict") -> str:
                         hint=INVALID_UTF8_HINT) from None
 
 
-def json_array(path: Path, key: str = "", encoding_errors: str = "strict") -> Iterator[dict]:
+def json_array(path: Path, key: str = "", encoding_errors: str = "strict", skip_invalid: bool = False) -> Iterator[dict]:
     """A JSON file holding an array of objects (or an object whose ``key`` holds the array)."""
     text = _read_text(path, encoding_errors)
     if not text.strip():
@@ -91,16 +109,23 @@ def json_array(path: Path, key: str = "", encoding_errors: str = "strict") -> It
                         hint="for one object per line use a .jsonl file")
     for index, record in enumerate(data):
         if not isinstance(record, dict):
-            raise DataError(f"expected an object, got {type(record).__name__}", path=str(path), row=index)
+            error = DataError(f"expected an object, got {type(record).__name__}", path=str(path), row=index,
+                              hint="the array must hold objects such as {\"instruction\": ...}; " + SKIP_HINT)
+            if not skip_invalid:
+                raise error
+            yield error
+            continue
         yield record
 
 
 json_array.suffixes = (".json",)
 
 
-def _delimited(path: Path, delimiter: str, encoding_errors: str = "strict") -> Iterator[dict]:
+def _delimited(path: Path, delimiter: str, encoding_errors: str = "strict",
+               skip_invalid: bool = False) -> Iterator[dict]:
     csv.field_size_limit(min(sys.maxsize, MAX_CSV_FIELD))
-    lines = _lines_as_text(path, encoding_errors)
+    bad_lines: list[DataError] = []
+    lines = _lines_as_text(path, encoding_errors, bad_lines if skip_invalid else None)
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
@@ -113,41 +138,57 @@ def _delimited(path: Path, delimiter: str, encoding_errors: str = "strict") -> I
     if duplicates:
         raise DataError(f"duplicate column name(s) {sorted(duplicates)}", path=str(path), line=1)
     while True:
+        error = None
         try:
             row = next(reader)
         except StopIteration:
+            yield from bad_lines
             return
         except csv.Error as exc:
-            raise DataError(f"malformed CSV: {exc}", path=str(path), line=reader.line_num,
-                            hint="check the quoting on this line") from None
+            row, error = [], DataError(f"malformed CSV: {exc}", path=str(path), line=reader.line_num,
+                                       hint="check the quoting on this line; " + SKIP_HINT)
+        yield from bad_lines
+        bad_lines.clear()
+        if error is None and len(row) > len(header):
+            error = DataError(f"{len(row)} fields but the header has {len(header)}", path=str(path),
+                              line=reader.line_num, hint="quote fields that contain the delimiter; " + SKIP_HINT)
+        if error is not None:
+            if not skip_invalid:
+                raise error
+            yield error
+            continue
         if not row or (len(row) == 1 and not row[0].strip() and len(header) > 1):
             continue
-        if len(row) > len(header):
-            raise DataError(f"{len(row)} fields but the header has {len(header)}", path=str(path),
-                            line=reader.line_num, hint="quote fields that contain the delimiter")
         record = dict(zip(header, row))
         for name in header[len(row):]:
             record[name] = None
         yield record
 
 
-def _lines_as_text(path: Path, errors: str = "strict") -> Iterator[str]:
+def _lines_as_text(path: Path, errors: str = "strict", bad_lines: list | None = None) -> Iterator[str]:
+    """Decoded lines; with a ``bad_lines`` list, undecodable lines are noted there and left out."""
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
-            yield _decode_line(raw, path, line_no, errors)
+            try:
+                yield _decode_line(raw, path, line_no, errors)
+            except DataError as exc:
+                if bad_lines is None or line_no == 1:
+                    raise
+                bad_lines.append(exc)
 
 
-def csv_file(path: Path, delimiter: str = ",", encoding_errors: str = "strict") -> Iterator[dict]:
+def csv_file(path: Path, delimiter: str = ",", encoding_errors: str = "strict",
+             skip_invalid: bool = False) -> Iterator[dict]:
     """Comma-separated values with a header line (quoted fields may span lines)."""
-    return _delimited(path, delimiter, encoding_errors)
+    return _delimited(path, delimiter, encoding_errors, skip_invalid)
 
 
 csv_file.suffixes = (".csv",)
 
 
-def tsv(path: Path, encoding_errors: str = "strict") -> Iterator[dict]:
+def tsv(path: Path, encoding_errors: str = "strict", skip_invalid: bool = False) -> Iterator[dict]:
     """Tab-separated values with a header line."""
-    return _delimited(path, "\t", encoding_errors)
+    return _delimited(path, "\t", encoding_errors, skip_invalid)
 
 
 tsv.suffixes = (".tsv", ".tab")

@@ -6,7 +6,9 @@ and exit 2; ``SFTKIT_DEBUG=1`` shows the traceback instead.
 """
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import sys
 from typing import Any, Callable
 
@@ -74,7 +76,20 @@ def parse_key_values(items: tuple[str, ...] | list[str], flag: str) -> dict[str,
 
 
 def data_options(func: Callable) -> Callable:
-    """--spec, --column, --instruction, --loader, --loader-option."""
+    """--spec, --column, --instruction, --loader, --loader-option, --skip-invalid.
+
+    A command that does not (yet) take ``skip_invalid`` still works; passing --skip-invalid
+    to it is a usage error rather than a silently ignored flag.
+    """
+    if "skip_invalid" not in inspect.signature(func).parameters:
+        inner = func
+
+        @functools.wraps(inner)
+        def func(*args: Any, skip_invalid: bool = False, **kwargs: Any) -> Any:
+            if skip_invalid:
+                raise UsageError("--skip-invalid is not supported by this command yet")
+            return inner(*args, **kwargs)
+
     options = [
         click.option("--spec", help="Dataset spec: a built-in name (alpaca, financial_phrasebank, ...) or a YAML path. "
                                     "Default: detected from the columns."),
@@ -83,6 +98,8 @@ def data_options(func: Callable) -> Callable:
         click.option("--instruction", help="A constant instruction for data that has none."),
         click.option("--loader", help="Loader name (default: from the file suffix)."),
         click.option("--loader-option", "loader_options", multiple=True, metavar="KEY=VALUE", help="Loader option."),
+        click.option("--skip-invalid", is_flag=True,
+                     help="Skip broken lines (bad JSON, bad UTF-8, malformed CSV) instead of stopping; they are listed."),
     ]
     for option in reversed(options):
         func = option(func)

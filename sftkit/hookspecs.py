@@ -25,7 +25,9 @@ def register_loaders(register):
     A loader is ``loader(path: pathlib.Path, **options) -> Iterable[dict]``. It yields one dict
     per record, lazily where it can, and raises ``sftkit.DataError`` naming the file and line
     or row on malformed input. Optional attribute ``suffixes`` (e.g. ``(".jsonl",)``) or a
-    ``matches(path) -> bool`` attribute lets sftkit pick it from the file name.
+    ``matches(path) -> bool`` attribute lets sftkit pick it from the file name. A loader that
+    takes an option ``skip_invalid`` supports ``--skip-invalid``: when it is true, it yields the
+    ``DataError`` of a broken line or record (instead of raising it) and goes on.
     """
 
 

@@ -41,13 +41,34 @@ def choose_loader(path: Path, name: str | None = None, options: dict | None = No
 
 
 def load_records(path: str | Path, loader: str | None = None, loader_options: dict | None = None,
-                 registry: Registry | None = None) -> Iterator[dict]:
-    """Records from a file or folder, through the chosen loader (lazily)."""
+                 registry: Registry | None = None, *, skip_invalid: bool = False,
+                 skipped: list[DataError] | None = None) -> Iterator[dict]:
+    """Records from a file or folder, through the chosen loader (lazily).
+
+    With ``skip_invalid``, a loader that supports it (an option ``skip_invalid``) yields a
+    DataError for each broken line instead of raising; those are appended to ``skipped``
+    (as the iteration reaches them) and left out of the records.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError("no such file or folder", path=str(path))
     read = choose_loader(path, loader, loader_options, registry)
-    return iter(read(path))
+    component = getattr(read, "component", None)
+    if skip_invalid and component is not None and "skip_invalid" in component.options():
+        items = read(path, skip_invalid=True)
+    else:
+        items = read(path)
+    return _records_only(iter(items), skipped if skipped is not None else [], skip_invalid)
+
+
+def _records_only(items: Iterator, skipped: list[DataError], skip_invalid: bool) -> Iterator[dict]:
+    for item in items:
+        if isinstance(item, DataError):
+            if not skip_invalid:
+                raise item
+            skipped.append(item)
+            continue
+        yield item
 
 
 def open_dataset(
@@ -59,17 +80,20 @@ def open_dataset(
     loader: str | None = None,
     loader_options: dict | None = None,
     registry: Registry | None = None,
+    skip_invalid: bool = False,
+    skipped: list[DataError] | None = None,
 ) -> tuple[DatasetSpec, str, Iterator[Example]]:
     """Open a dataset: the resolved spec, a note on how it was chosen, and lazy Examples.
 
     A named spec may carry ``loader`` and ``loader_options`` for its data; options given
-    here win over the spec's.
+    here win over the spec's. With ``skip_invalid``, broken lines are left out and their
+    errors appended to ``skipped`` as the examples are read.
     """
     named = load_spec(spec) if spec else None
     if named is not None:
         loader = loader or named.loader
         loader_options = {**named.loader_options, **(loader_options or {})}
-    records = load_records(path, loader, loader_options, registry)
+    records = load_records(path, loader, loader_options, registry, skip_invalid=skip_invalid, skipped=skipped)
     try:
         first = next(records)
     except StopIteration:
@@ -180,6 +204,7 @@ class Prepared:
     masking_name: str
     added_tokens: list[str] = field(default_factory=list)
     split_markers: dict[str, list[str]] = field(default_factory=dict)
+    skipped: list[DataError] = field(default_factory=list)  # broken lines left out (--skip-invalid)
 
 
 def prepare(
@@ -198,6 +223,7 @@ def prepare(
     max_length: int | None = None,
     add_special_tokens: bool = False,
     trust_remote_code: bool = False,
+    skip_invalid: bool = False,
     registry: Registry | None = None,
 ) -> Prepared:
     """Resolve components (rejecting unknown options first), open the data, load the tokenizer."""
@@ -206,8 +232,10 @@ def prepare(
     registry.resolve("masking_strategies", masking, masking_options)
     if template:
         registry.resolve("templates", template, template_options)
+    skipped: list[DataError] = []
     chosen, note, examples = open_dataset(path, spec=spec, columns=columns, instruction=instruction,
-                                          loader=loader, loader_options=loader_options, registry=registry)
+                                          loader=loader, loader_options=loader_options, registry=registry,
+                                          skip_invalid=skip_invalid, skipped=skipped)
     template_name = template or chosen.default_template
     tokenizer = None
     if model:
@@ -223,4 +251,4 @@ def prepare(
             added = add_template_tokens(tokenizer, encoder.template)
             encoder.context = context_for(tokenizer)
         splits = split_markers(tokenizer, getattr(encoder.template, "special_tokens", ()))
-    return Prepared(chosen, note, examples, encoder, tokenizer, template_name, masking, added, splits)
+    return Prepared(chosen, note, examples, encoder, tokenizer, template_name, masking, added, splits, skipped)

@@ -33,8 +33,8 @@ def token_rows(tokenized, tokenizer) -> list[dict]:
 @click.option("--start", type=click.IntRange(min=0), default=0, help="First row (0-based) to show.")
 @click.option("--format", "fmt", type=click.Choice(["rich", "plain", "json"]), default="rich", show_default=True,
               help="rich: coloured tokens; plain: one token per line; json: machine-readable.")
-def command(data, spec, columns, instruction, loader, loader_options, template, template_options, masking,
-            masking_options, model, max_length, add_special_tokens, trust_remote_code, count, start, fmt):
+def command(data, spec, columns, instruction, loader, loader_options, skip_invalid, template, template_options,
+            masking, masking_options, model, max_length, add_special_tokens, trust_remote_code, count, start, fmt):
     """Print rendered examples with trained tokens highlighted and masked tokens dimmed.
 
     Token boundaries are shown by alternating shades; each example ends with its counts of
@@ -51,14 +51,17 @@ def command(data, spec, columns, instruction, loader, loader_options, template, 
         loader_options=parse_key_values(loader_options, "--loader-option"), template=template,
         template_options=parse_key_values(template_options, "--template-option"), masking=masking,
         masking_options=parse_key_values(masking_options, "--masking-option"), model=model, max_length=max_length,
-        add_special_tokens=add_special_tokens, trust_remote_code=trust_remote_code,
+        add_special_tokens=add_special_tokens, trust_remote_code=trust_remote_code, skip_invalid=skip_invalid,
     )
     examples = list(islice(prepared.examples, start, start + count))
+    for error in prepared.skipped:
+        err_console.print(plain(f"skipped: {error.message}", "yellow"))
     tokenized = prepared.encoder.encode_many(examples)
     tokenizer = prepared.tokenizer
     if fmt == "json":
         out = {"spec": prepared.spec.name, "note": prepared.note, "template": prepared.template_name,
-               "masking": prepared.masking_name, "examples": []}
+               "masking": prepared.masking_name, "examples": [],
+               "skipped": [{"line": e.line, "row": e.row, "message": e.message} for e in prepared.skipped]}
         for example, tok in zip(examples, tokenized):
             rows = token_rows(tok, tokenizer)
             out["examples"].append({"row": example.row, "trained": tok.num_trained,
