@@ -16,7 +16,7 @@ from typing import Any, Callable
 import pluggy
 
 from sftkit import hookspecs
-from sftkit.errors import PluginError, UsageError
+from sftkit.errors import PluginError, SftkitError, UsageError
 
 ENTRY_POINT_GROUP = "sftkit"
 
@@ -140,22 +140,67 @@ class Component:
                 hint=f"pass them as --{self.kind.split('_')[0].rstrip('s')}-option KEY=VALUE or in the recipe",
             )
         coerced = {k: coerce_option(v, accepted.get(k)) for k, v in options.items()}
-        func = self.func
+        component = self
 
         def bound(*args: Any, **kwargs: Any) -> Any:
-            return func(*args, **{**coerced, **kwargs})
+            return call_component(component, *args, **{**coerced, **kwargs})
 
         bound.component = self  # type: ignore[attr-defined]
         bound.options = coerced  # type: ignore[attr-defined]
         bound.__name__ = self.name
-        bound.__doc__ = inspect.getdoc(func)
+        bound.__doc__ = inspect.getdoc(self.func)
         for attr in ("markers", "special_tokens", "jinja", "suffixes", "matches", "aggregate"):
-            if hasattr(func, attr):
-                setattr(bound, attr, getattr(func, attr))
+            if hasattr(self.func, attr):
+                setattr(bound, attr, getattr(self.func, attr))
         return bound
 
     def _where(self, what: str) -> str:
         return f"{SINGULAR[self.kind]} {self.name!r} from plugin {self.plugin} {what}"
+
+    def failure(self, exc: BaseException) -> PluginError:
+        """The PluginError for an unexpected exception raised by this (third-party) component."""
+        version = f" {self.version}" if self.version and self.version != "unknown" else ""
+        return PluginError(
+            f"{SINGULAR[self.kind]} {self.name!r} from plugin {self.plugin}{version} failed: "
+            f"{type(exc).__name__}: {exc}",
+            hint=f"this is a bug in the plugin {self.plugin!r} (plugins raise sftkit.DataError or UsageError for "
+                 f"bad input): rerun with SFTKIT_DEBUG=1 for the traceback and report it to the plugin's "
+                 f"authors, or choose another {SINGULAR[self.kind]}",
+        )
+
+
+def call_component(component: Component, *args: Any, **kwargs: Any) -> Any:
+    """Call a component; an unexpected exception from a third-party one becomes a PluginError.
+
+    The PluginError names the plugin and the component. ``SftkitError`` (DataError, UsageError,
+    ...) passes through unchanged, built-ins are not wrapped (their exceptions are sftkit bugs),
+    and ``SFTKIT_DEBUG=1`` re-raises the original exception. A generator returned by the
+    component (a lazy loader or validator) is guarded the same way while it is consumed.
+    """
+    if component.builtin:
+        return component.func(*args, **kwargs)
+    try:
+        result = component.func(*args, **kwargs)
+    except SftkitError:
+        raise
+    except Exception as exc:
+        if debug_enabled():
+            raise
+        raise component.failure(exc) from exc
+    if inspect.isgenerator(result):
+        return _guarded(component, result)
+    return result
+
+
+def _guarded(component: Component, generator: Any) -> Any:
+    try:
+        return (yield from generator)
+    except SftkitError:
+        raise
+    except Exception as exc:
+        if debug_enabled():
+            raise
+        raise component.failure(exc) from exc
 
 
 def coerce_option(value: Any, default: Any) -> Any:
@@ -190,6 +235,12 @@ class PluginStatus:
     ok: bool = True
     error: str | None = None
     components: list[str] = field(default_factory=list)
+    package: str | None = None  # the distribution that provides a third-party plugin
+
+    def fail(self, message: str) -> None:
+        """Mark the plugin as failed, keeping every problem found (joined with '; ')."""
+        self.ok = False
+        self.error = message if not self.error else f"{self.error}; {message}"
 
 
 class Registry:
@@ -218,20 +269,27 @@ class Registry:
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             if allow is not None and ep.name not in allow:
                 continue
-            version = getattr(getattr(ep, "dist", None), "version", None) or "unknown"
+            dist = getattr(ep, "dist", None)
+            version = getattr(dist, "version", None) or "unknown"
+            package = getattr(dist, "name", None)
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken plugin must not take sftkit down
                 if debug_enabled():
                     raise
-                self.plugins[ep.name] = PluginStatus(
-                    ep.name, version, False, ok=False, error=f"{type(exc).__name__}: {exc}"
-                )
+                status = PluginStatus(ep.name, version, False, package=package)
+                status.fail(f"importing {ep.value} failed: {type(exc).__name__}: {exc}")
+                self.plugins[ep.name] = status
                 continue
-            self.add_plugin(plugin, name=ep.name, version=version, builtin=False)
+            self.add_plugin(plugin, name=ep.name, version=version, builtin=False).package = package
 
     def add_plugin(self, plugin: Any, *, name: str, version: str | None, builtin: bool) -> PluginStatus:
-        """Register one plugin object or module and collect its components."""
+        """Register one plugin object or module and collect its components.
+
+        A third-party plugin's mistakes (a hook with a wrong name or argument, a component with
+        a wrong signature, a duplicate name, a hook that raises) are recorded on its status;
+        its other components still load. Built-ins raise, and so does ``SFTKIT_DEBUG=1``.
+        """
         status = PluginStatus(name, version, builtin)
         self.plugins[name] = status
         try:
@@ -239,8 +297,12 @@ class Registry:
         except Exception as exc:
             if builtin or debug_enabled():
                 raise
-            status.ok, status.error = False, f"{type(exc).__name__}: {exc}"
+            hint = ("a hook function takes the argument names of its spec: "
+                    "register_<kind>(register)" if isinstance(exc, pluggy.PluginValidationError) else "")
+            status.fail(f"{type(exc).__name__}: {exc}" + (f" (hint: {hint})" if hint else ""))
             return status
+        if not builtin:
+            self._check_hook_names(plugin, status)
         for kind in hookspecs.KINDS:
             hook = getattr(self.pm.hook, f"register_{kind}")
             for impl in hook.get_hookimpls():
@@ -251,24 +313,52 @@ class Registry:
                 except Exception as exc:
                     if builtin or debug_enabled():
                         raise
-                    status.ok = False
-                    status.error = f"register_{kind} raised {type(exc).__name__}: {exc}"
+                    status.fail(f"register_{kind} raised {type(exc).__name__}: {exc}")
+        if not builtin and status.ok and not status.components:
+            status.fail("it registered no components (hint: decorate each hook with @sftkit.hookimpl, name it "
+                        "register_<kind>, and call register(component) inside it)")
         return status
+
+    def _check_hook_names(self, plugin: Any, status: PluginStatus) -> None:
+        """Record hook implementations whose name is not a sftkit hook (a typo such as register_template)."""
+        known = [f"register_{kind}" for kind in hookspecs.KINDS]
+        for attr in dir(plugin):
+            try:
+                if attr in known or self.pm.parse_hookimpl_opts(plugin, attr) is None:
+                    continue
+            except Exception:  # an attribute that cannot be read is not a hook
+                continue
+            close = difflib.get_close_matches(attr, known, n=1)
+            status.fail(f"{attr} is not a sftkit hook (hint: "
+                        + (f"did you mean {close[0]}?" if close else "hooks are " + ", ".join(known)) + ")")
 
     def _register_function(self, kind: str, status: PluginStatus) -> Callable:
         def register(component: Callable, name: str | None = None) -> None:
             comp_name = name or getattr(component, "__name__", None) or type(component).__name__
             comp = Component(kind, comp_name, component, status.name, status.version, help_line(component))
-            if not callable(component):
-                raise PluginError(comp._where("is not callable"), hint="register a function or an object with __call__")
-            comp.check_signature()
+            try:
+                if not callable(component):
+                    raise PluginError(comp._where("is not callable"),
+                                      hint="register a function or an object with __call__")
+                comp.check_signature()
+            except PluginError as exc:
+                if status.builtin or debug_enabled():
+                    raise
+                status.fail(str(exc))
+                return
             existing = self._components[kind].get(comp_name)
+            if existing is not None and existing.plugin == status.name:
+                if status.builtin:
+                    raise PluginError(f"built-in plugin {status.name} registers {SINGULAR[kind]} {comp_name!r} twice")
+                status.fail(f"it registers {SINGULAR[kind]} {comp_name!r} twice (hint: give one another name "
+                            f"with register(component, name=...))")
+                return
             if existing is not None:
                 owners = self.clashes.setdefault((kind, comp_name), [existing.plugin])
                 owners.append(status.name)
-                status.ok = False
-                status.error = (
-                    f"{SINGULAR[kind]} {comp_name!r} is registered by both {existing.plugin} and {status.name}"
+                status.fail(
+                    f"{SINGULAR[kind]} {comp_name!r} is registered by both {' and '.join(owners)} (hint: rename it "
+                    f"in {status.name}, uninstall one of the plugins, or leave one out with SFTKIT_LOAD_PLUGINS)"
                 )
                 return
             self._components[kind][comp_name] = comp
