@@ -89,6 +89,25 @@ def open_dataset(
     here win over the spec's. With ``skip_invalid``, broken lines are left out and their
     errors appended to ``skipped`` as the examples are read.
     """
+    chosen, note, records = open_records(path, spec=spec, columns=columns, instruction=instruction, loader=loader,
+                                         loader_options=loader_options, registry=registry,
+                                         skip_invalid=skip_invalid, skipped=skipped)
+    return chosen, note, examples_from_records(records, chosen)
+
+
+def open_records(
+    path: str | Path,
+    *,
+    spec: str | None = None,
+    columns: Iterable[str] = (),
+    instruction: str | None = None,
+    loader: str | None = None,
+    loader_options: dict | None = None,
+    registry: Registry | None = None,
+    skip_invalid: bool = False,
+    skipped: list[DataError] | None = None,
+) -> tuple[DatasetSpec, str, Iterator[dict]]:
+    """Like ``open_dataset`` but yields the raw records (validate also needs their shape)."""
     named = load_spec(spec) if spec else None
     if named is not None:
         loader = loader or named.loader
@@ -99,7 +118,7 @@ def open_dataset(
     except StopIteration:
         raise DataError("the dataset has no records", path=str(path), hint="check the file is not empty") from None
     chosen, note = resolve_spec(spec, first, columns, instruction)
-    return chosen, note, examples_from_records(chain([first], records), chosen)
+    return chosen, note, chain([first], records)
 
 
 def generation_prompt(segments: list[Segment]) -> str:
