@@ -149,7 +149,7 @@ class Component:
         bound.options = coerced  # type: ignore[attr-defined]
         bound.__name__ = self.name
         bound.__doc__ = inspect.getdoc(self.func)
-        for attr in ("markers", "special_tokens", "jinja", "suffixes", "matches", "aggregate"):
+        for attr in ("markers", "special_tokens", "jinja", "suffixes", "matches", "aggregate", "describe"):
             if hasattr(self.func, attr):
                 setattr(bound, attr, getattr(self.func, attr))
         return bound
