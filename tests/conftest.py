@@ -13,6 +13,9 @@ SHARED_DATA = Path(os.environ.get("SFTKIT_SHARED_DATA", ROOT.parent / "shared" /
 FIXTURES = Path(__file__).resolve().parent / "data"
 
 os.environ.setdefault("SFTKIT_NO_PROGRESS", "1")
+# The test machines have no hub: fail fast instead of retrying the network for ~50 s.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def shared_file(name: str) -> Path:
