@@ -100,5 +100,7 @@ def command(data, spec, columns, instruction, loader, loader_options, skip_inval
             else:
                 line.append(piece, style=style)
         console.print(line)
+    if fmt == "plain":
+        return
     console.print(plain("legend: ", "dim") + Text("trained", style=TRAINED[0]) + plain(" ")
                   + Text("masked", style=MASKED[0]) + plain(" ") + Text("partial weight", style=PARTIAL[0]))
