@@ -124,3 +124,16 @@ def test_unknown_model_offline_is_a_usage_error():
 
     with pytest.raises(UsageError, match="not a local folder"):
         load_tokenizer("no-such-org/no-such-model-xyz")
+
+
+def test_smollm2_is_cached_as_plain_safetensors(tokenizer):
+    import json as _json
+
+    from sftkit.models import gguf_path, smollm2_folder
+
+    folder = smollm2_folder()
+    assert gguf_path().suffix == ".gguf"
+    config = _json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config and config["model_type"] == "llama"
+    assert config["num_hidden_layers"] == 30 and config["vocab_size"] == len(tokenizer) == 49152
+    assert (folder / "model.safetensors").stat().st_size > 100_000_000
