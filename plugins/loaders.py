@@ -124,8 +124,7 @@ json_array.suffixes = (".json",)
 def _delimited(path: Path, delimiter: str, encoding_errors: str = "strict",
                skip_invalid: bool = False) -> Iterator[dict]:
     csv.field_size_limit(min(sys.maxsize, MAX_CSV_FIELD))
-    bad_lines: list[DataError] = []
-    lines = _lines_as_text(path, encoding_errors, bad_lines if skip_invalid else None)
+    lines = _Lines(path, encoding_errors, skip_invalid)
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
@@ -139,19 +138,20 @@ def _delimited(path: Path, delimiter: str, encoding_errors: str = "strict",
         raise DataError(f"duplicate column name(s) {sorted(duplicates)}", path=str(path), line=1)
     while True:
         error = None
+        first_line = lines.line_no + 1
         try:
             row = next(reader)
         except StopIteration:
-            yield from bad_lines
+            yield from lines.take_bad()
             return
         except csv.Error as exc:
-            row, error = [], DataError(f"malformed CSV: {exc}", path=str(path), line=reader.line_num,
-                                       hint="check the quoting on this line; " + SKIP_HINT)
-        yield from bad_lines
-        bad_lines.clear()
+            where = "" if lines.line_no == first_line else f" (the record starts on line {first_line})"
+            row, error = [], DataError(f"malformed CSV: {exc}{where}", path=str(path), line=lines.line_no,
+                                       hint="check the quoting; " + SKIP_HINT)
+        yield from lines.take_bad()
         if error is None and len(row) > len(header):
             error = DataError(f"{len(row)} fields but the header has {len(header)}", path=str(path),
-                              line=reader.line_num, hint="quote fields that contain the delimiter; " + SKIP_HINT)
+                              line=lines.line_no, hint="quote fields that contain the delimiter; " + SKIP_HINT)
         if error is not None:
             if not skip_invalid:
                 raise error
@@ -165,16 +165,33 @@ def _delimited(path: Path, delimiter: str, encoding_errors: str = "strict",
         yield record
 
 
-def _lines_as_text(path: Path, errors: str = "strict", bad_lines: list | None = None) -> Iterator[str]:
-    """Decoded lines; with a ``bad_lines`` list, undecodable lines are noted there and left out."""
-    with open(path, "rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            try:
-                yield _decode_line(raw, path, line_no, errors)
-            except DataError as exc:
-                if bad_lines is None or line_no == 1:
-                    raise
-                bad_lines.append(exc)
+class _Lines:
+    """Decoded lines of a file, counting physical lines (``line_no``: the last one read).
+
+    With ``skip_invalid``, an undecodable line after the header is noted (``take_bad``) and
+    left out instead of raised.
+    """
+
+    def __init__(self, path: Path, errors: str = "strict", skip_invalid: bool = False):
+        self.path, self.errors, self.skip_invalid = path, errors, skip_invalid
+        self.line_no = 0
+        self.bad: list[DataError] = []
+
+    def __iter__(self) -> Iterator[str]:
+        with open(self.path, "rb") as handle:
+            for line_no, raw in enumerate(handle, start=1):
+                self.line_no = line_no
+                try:
+                    yield _decode_line(raw, self.path, line_no, self.errors)
+                except DataError as exc:
+                    if not self.skip_invalid or line_no == 1:
+                        raise
+                    self.bad.append(exc)
+
+    def take_bad(self) -> list[DataError]:
+        """The undecodable lines noted since the last call."""
+        bad, self.bad = self.bad, []
+        return bad
 
 
 def csv_file(path: Path, delimiter: str = ",", encoding_errors: str = "strict",

@@ -156,6 +156,8 @@ class DatasetSpec:
         if not isinstance(value, list):
             problems.append(("wrong_type", "messages", f"messages is a {type(value).__name__}, expected a list"))
             return []
+        if not value:
+            problems.append(("missing_field", "messages", "the conversation has no turns"))
         messages = []
         for index, turn in enumerate(value):
             if not isinstance(turn, dict):
@@ -222,10 +224,12 @@ def load_spec(name_or_path: str) -> DatasetSpec:
 
 
 def _read_yaml_text(path: Path) -> str:
+    data = path.read_bytes()
     try:
-        return path.read_text("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"invalid UTF-8 at byte {exc.start}", path=str(path)) from None
+        raise DataError(f"invalid UTF-8 at byte {exc.start}", path=str(path),
+                        line=data.count(b"\n", 0, exc.start) + 1, hint="re-save the file as UTF-8") from None
 
 
 def safe_yaml(text: str, source: str) -> Any:
