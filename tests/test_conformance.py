@@ -1,0 +1,288 @@
+"""Every built-in component passes the conformance check of its kind (sftkit.testing).
+
+The parameters are read from the registry at collection time, so a component added to the
+built-ins later is checked without editing this file. The second half shows that each check
+can fail: a component breaking its contract is caught with a message naming the problem.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sftkit import Example, Issue, Result, Segment
+from sftkit.hookspecs import KINDS
+from sftkit.testing import (
+    ConformanceError,
+    check_loader,
+    check_masking_strategy,
+    check_metric,
+    check_reporter,
+    check_template,
+    check_validator,
+    fresh_registry,
+    sample_examples,
+    sample_results,
+    validation_context,
+)
+
+BUILTINS = fresh_registry()
+FIXTURES = Path(__file__).parent / "data" / "fixtures"
+
+
+def builtin(kind: str) -> list:
+    return [pytest.param(name, id=name) for name in sorted(BUILTINS.components(kind))]
+
+
+def test_every_kind_has_builtins_and_a_check():
+    """A kind without built-ins would make its parametrized test below vacuous."""
+    import sftkit.testing as testing
+
+    for kind in KINDS:
+        assert BUILTINS.components(kind), f"no built-in {kind}"
+    checks = {name for name in dir(testing) if name.startswith("check_")}
+    assert checks == {"check_loader", "check_template", "check_masking_strategy", "check_validator",
+                      "check_metric", "check_reporter"}
+
+
+# -- built-ins ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", builtin("templates"))
+def test_builtin_template(name, tokenizer):
+    rendered = check_template(BUILTINS.get("templates", name), tokenizer=tokenizer)
+    assert len(rendered) == len(sample_examples())
+
+
+@pytest.mark.parametrize("name", builtin("masking_strategies"))
+def test_builtin_masking_strategy(name):
+    weights = check_masking_strategy(BUILTINS.get("masking_strategies", name))
+    assert all(any(w > 0 for w in ws) for ws in weights)
+
+
+RECORDS = [{"instruction": "Say hi", "input": "", "output": "Hi"},
+           {"instruction": "Add 2 and 2", "input": "2+2", "output": "4"}]
+
+
+def _write_sample(path: Path, records: list[dict]) -> None:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    elif suffix == ".json":
+        path.write_text(json.dumps(records), encoding="utf-8")
+    elif suffix in (".csv", ".tsv", ".tab"):
+        sep = "," if suffix == ".csv" else "\t"
+        lines = [sep.join(records[0])] + [sep.join(r.values()) for r in records]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    elif suffix in (".parquet", ".pq"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(records), path)
+    else:
+        raise KeyError(suffix)
+
+
+MALFORMED = {".jsonl": '{"instruction": "a"}\n{broken\n', ".ndjson": "{broken\n", ".json": '[{"a": 1},',
+             ".csv": "instruction,output\na,b,c,d\n", ".tsv": "instruction\toutput\na\tb\tc\n",
+             ".tab": "instruction\toutput\na\tb\tc\n", ".parquet": "not parquet", ".pq": "not parquet"}
+
+
+@pytest.mark.parametrize("name", builtin("loaders"))
+def test_builtin_loader(name, tmp_path):
+    component = BUILTINS.get("loaders", name)
+    suffixes = getattr(component.func, "suffixes", ())
+    if suffixes:
+        sample, broken = tmp_path / f"sample{suffixes[0]}", tmp_path / f"broken{suffixes[0]}"
+        _write_sample(sample, RECORDS)
+        broken.write_text(MALFORMED[suffixes[0]], encoding="utf-8")
+    elif getattr(component.func, "matches", None) is not None:  # a folder format (datasets save_to_disk)
+        from datasets import Dataset
+
+        sample, broken = tmp_path / "sample_ds", tmp_path / "broken_ds"
+        Dataset.from_list(RECORDS).save_to_disk(str(sample))
+        broken.mkdir()
+        (broken / "dataset_info.json").write_text("{not json", encoding="utf-8")
+        assert component.func.matches(sample) and not component.func.matches(tmp_path / "x.json")
+    else:
+        pytest.fail(f"loader {name!r} has neither suffixes nor matches: add a sample writer for it here")
+    assert check_loader(component, sample, records=RECORDS, malformed=broken) == RECORDS
+
+
+def _validation_records() -> list[dict]:
+    rows = [{"instruction": e.instruction, "input": e.input, "output": e.output}
+            for e in sample_examples() if not e.is_conversation]
+    return rows + [dict(rows[0])]  # an exact duplicate
+
+
+@pytest.mark.parametrize("name", builtin("validators"))
+def test_builtin_validator(name, tokenizer):
+    context = validation_context(records=_validation_records(), tokenizer=tokenizer,
+                                 eval_records=_validation_records()[:1])
+    issues = check_validator(BUILTINS.get("validators", name), context)
+    assert all(isinstance(issue, Issue) for issue in issues)
+
+
+@pytest.mark.parametrize("name", builtin("metrics"))
+def test_builtin_metric(name):
+    scores = check_metric(BUILTINS.get("metrics", name))
+    assert all(len(values) == 4 for values in scores.values())
+
+
+@pytest.mark.parametrize("name", builtin("reporters"))
+def test_builtin_reporter(name, tmp_path):
+    written = check_reporter(BUILTINS.get("reporters", name), tmp_path, results=_realistic_results())
+    assert any(path is not None for path in written.values())
+
+
+def _realistic_results() -> list[Result]:
+    """Results as the commands produce them where an engine exists, else the generic samples."""
+    results = {r.kind: r for r in sample_results()}
+    try:
+        from sftkit.validation import run_validation
+    except ImportError:
+        run_validation = None
+    if run_validation is not None:
+        results["validate"] = run_validation(FIXTURES / "alpaca_small.json", spec="alpaca", model=None)
+    return list(results.values())
+
+
+# -- each check can fail -----------------------------------------------------------------------
+
+def no_end(example, context):
+    """A template that forgets the end-of-turn segment."""
+    return [Segment(example.prompt_text(), "user", "content", 0), Segment(example.output, "assistant", "content", 1)]
+
+
+def response_as_marker(example, context):
+    """A template that tags the response as a marker (nothing would train)."""
+    return [Segment(example.prompt_text(), "user", "content", 0), Segment(example.output, "assistant", "marker", 1),
+            Segment("</s>", "assistant", "end", 1)]
+
+
+def returns_text(example, context):
+    """A template returning a string."""
+    return example.prompt_text()
+
+
+@pytest.mark.parametrize("template, message", [
+    (no_end, "has no part='end' segment"),
+    (response_as_marker, "no segment has role='assistant', part='content'"),
+    (returns_text, "expected a list of sftkit.Segment"),
+])
+def test_check_template_catches(template, message):
+    with pytest.raises(ConformanceError, match=message.replace("(", r"\(").replace("[", r"\[")) as caught:
+        check_template(template)
+    assert f"template {template.__name__!r} (plugin (under test))" in str(caught.value)
+
+
+def test_check_template_needs_a_docstring_and_a_signature():
+    def nodoc(example, context):
+        return no_end(example, context)
+
+    def one_arg(example):
+        """Takes one argument."""
+
+    with pytest.raises(ConformanceError, match="no docstring"):
+        check_template(nodoc)
+    with pytest.raises(ConformanceError, match=r"takes 1 positional argument\(s\) but sftkit passes 2"):
+        check_template(one_arg)
+
+
+def short(segments):
+    """One weight too few."""
+    return [1.0] * (len(segments) - 1) if segments else []
+
+
+def too_heavy(segments):
+    """Weights above 1."""
+    return [2.0] * len(segments)
+
+
+def trains_nothing(segments):
+    """Masks everything."""
+    return [0.0] * len(segments)
+
+
+@pytest.mark.parametrize("strategy, message", [
+    (short, "weights for"), (too_heavy, r"in \[0, 1\], got 2.0"), (trains_nothing, "no segment trains"),
+])
+def test_check_masking_strategy_catches(strategy, message):
+    with pytest.raises(ConformanceError, match=message):
+        check_masking_strategy(strategy)
+
+
+def test_check_loader_catches(tmp_path):
+    good = tmp_path / "a.jsonl"
+    good.write_text('{"a": 1}\n', encoding="utf-8")
+
+    def crashing(path):
+        """Raises a bare ValueError on bad input instead of DataError."""
+        for line in path.read_text().splitlines():
+            yield json.loads(line)
+
+    def not_records(path):
+        """Returns a dict."""
+        return {"a": 1}
+
+    broken = tmp_path / "b.jsonl"
+    broken.write_text("{oops\n", encoding="utf-8")
+    with pytest.raises(ConformanceError, match="raised JSONDecodeError.*raise sftkit.DataError"):
+        check_loader(crashing, good, malformed=broken)
+    with pytest.raises(ConformanceError, match="returned dict, expected an iterable of dicts"):
+        check_loader(not_records, good)
+    with pytest.raises(ConformanceError, match="differ from the 2 expected"):
+        check_loader(crashing, good, records=[{"a": 1}, {"a": 2}])
+
+
+def test_check_validator_catches():
+    def sloppy(context):
+        """Bad severity, a row past the end, a code with spaces."""
+        yield Issue("sloppy", "Bad Code", "fatal", "x", rows=[99])
+
+    with pytest.raises(ConformanceError) as caught:
+        check_validator(sloppy, validation_context([Example(instruction="a", output="b")]))
+    text = str(caught.value)
+    assert "snake_case" in text and "severity 'fatal'" in text and "below 1, got [99]" in text
+
+
+def test_check_metric_catches():
+    def one_score(predictions, references):
+        """A corpus score instead of one per example."""
+        return {"score": [0.5]}
+
+    def nan(predictions, references):
+        """NaN scores."""
+        return {"score": [float("nan")] * len(predictions)}
+
+    with pytest.raises(ConformanceError, match="expected a list of 4 scores"):
+        check_metric(one_score)
+    with pytest.raises(ConformanceError, match="finite numbers"):
+        check_metric(nan)
+
+
+def test_check_reporter_catches(tmp_path):
+    def unescaped(result, output_dir):
+        """Writes data into HTML as is."""
+        path = Path(output_dir) / "r.html"
+        path.write_text(f"<h1>{result.title}</h1>{result.data}")
+        return path
+
+    def outside(result, output_dir):
+        """Writes next to the output folder."""
+        path = Path(output_dir).parent / "elsewhere.txt"
+        path.write_text("x")
+        return path
+
+    with pytest.raises(ConformanceError, match="unescaped <script>"):
+        check_reporter(unescaped, tmp_path / "a")
+    with pytest.raises(ConformanceError, match="outside the output folder"):
+        check_reporter(outside, tmp_path / "b")
+
+
+def test_check_accepts_options_and_rejects_unknown_ones():
+    weights = check_masking_strategy(BUILTINS.get("masking_strategies", "prompt_weighted"),
+                                     options={"prompt_weight": "0.25"})
+    assert 0.25 in weights[0]
+    with pytest.raises(ConformanceError, match="(?s)has no option 'bogus'.*accepted options: prompt_weight"):
+        check_masking_strategy(BUILTINS.get("masking_strategies", "prompt_weighted"), options={"bogus": 1})
