@@ -1,0 +1,84 @@
+"""The ``balance`` validator: class and task imbalance, length outliers, and length statistics."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterator
+
+import numpy as np
+
+from sftkit import Issue
+from sftkit.plugins.validators.text import prompt_of
+
+
+def _percentiles(values: np.ndarray) -> dict[str, float]:
+    if not len(values):
+        return {}
+    p50, p95 = np.percentile(values, [50, 95])
+    return {"min": int(values.min()), "p50": float(p50), "p95": float(p95), "max": int(values.max()),
+            "mean": round(float(values.mean()), 1)}
+
+
+def balance(context, max_ratio: float = 3.0, max_share: float = 0.5, max_task_share: float = 0.5,
+            max_task_ratio: float = 20.0, outlier_z: float = 5.0, min_rows: int = 20) -> Iterator[Issue]:
+    """Class imbalance (ratio and share), task imbalance, length outliers; length statistics."""
+    labels: Counter = Counter()
+    tasks: Counter = Counter()
+    prompt_len = np.zeros(context.rows, dtype=np.int64)
+    output_len = np.zeros(context.rows, dtype=np.int64)
+    with_input = 0
+    for example in context.examples:
+        row = example.row
+        prompt_len[row] = len(prompt_of(example))
+        output_len[row] = len(example.response_text())
+        with_input += bool(example.input)
+        if example.label is not None:
+            labels[example.label.strip()] += 1
+        category = example.meta.get("category")
+        if category is not None:
+            tasks[category] += 1
+    total = context.rows
+    if len(labels) > 1 and total >= min_rows:
+        (top, top_n), (low, low_n) = labels.most_common()[0], labels.most_common()[-1]
+        ratio, share = top_n / low_n, top_n / total
+        if ratio > max_ratio or share > max_share:
+            yield Issue("balance", "class_imbalance", "warning",
+                        f"classes are imbalanced: {top!r} has {top_n} rows ({share:.0%}), {low!r} has {low_n} "
+                        f"(ratio {ratio:.1f}; thresholds: ratio {max_ratio:g}, share {max_share:.0%})", [],
+                        {"counts": dict(labels.most_common()), "ratio": round(ratio, 3), "largest_share": round(share, 4)})
+    if len(tasks) > 1 and total >= min_rows:
+        (top, top_n), (low, low_n) = tasks.most_common()[0], tasks.most_common()[-1]
+        ratio, share = top_n / low_n, top_n / total
+        if share > max_task_share or (len(tasks) <= 50 and ratio > max_task_ratio):
+            yield Issue("balance", "task_imbalance", "warning",
+                        f"tasks are imbalanced: {top!r} has {top_n} rows ({share:.0%}), {low!r} has {low_n} "
+                        f"(ratio {ratio:.1f}; thresholds: share {max_task_share:.0%}, ratio {max_task_ratio:g})", [],
+                        {"counts": dict(tasks.most_common(50)), "ratio": round(ratio, 3), "largest_share": round(share, 4)})
+    outliers = set()
+    for lengths in (prompt_len, output_len):
+        outliers |= _outliers(lengths, outlier_z)
+    if outliers:
+        rows = sorted(outliers)
+        yield Issue("balance", "length_outlier", "info",
+                    f"{len(rows)} rows have a prompt or output length far from the rest (robust z-score of "
+                    f"log length over {outlier_z:g})", rows)
+    context.stats["balance"] = {
+        "rows": total,
+        "input_share": round(with_input / total, 4) if total else 0.0,
+        "prompt_chars": _percentiles(prompt_len),
+        "output_chars": _percentiles(output_len),
+        "labels": dict(labels.most_common()),
+        "tasks": dict(tasks.most_common(50)),
+        "distinct_tasks": len(tasks),
+    }
+
+
+def _outliers(lengths: np.ndarray, z: float) -> set[int]:
+    """Rows whose log length lies more than ``z`` robust standard deviations (MAD) from the median."""
+    if len(lengths) < 20:
+        return set()
+    logs = np.log1p(lengths)
+    median = np.median(logs)
+    mad = np.median(np.abs(logs - median)) * 1.4826
+    if mad < 0.05:
+        mad = 0.05
+    return set(np.flatnonzero(np.abs(logs - median) / mad > z).tolist())

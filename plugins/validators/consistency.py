@@ -1,0 +1,158 @@
+"""The ``consistency`` validator: template markers inside data, conflicting answers, label
+spellings, labels outside the spec, and records of mixed shapes."""
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from typing import Iterator
+
+import numpy as np
+
+from sftkit import Issue
+from sftkit.plugins.validators.text import PAIR_DETAILS, content_fields, normalise, prompt_of, text_hash
+
+# Delimiters of common templates: inside a field they break masking and inference.
+KNOWN_MARKERS = ("### Instruction:", "### Input:", "### Response:", "<|im_start|>", "<|im_end|>",
+                 "###instruction###", "###response###", "###human###", "###assistant###", "[INST]", "[/INST]",
+                 "<|start_header_id|>", "<|eot_id|>", "<|endoftext|>")
+MAX_LABELS = 1000  # more distinct values than this is free text, not labels
+
+
+def label_key(label: str) -> str:
+    """A label's spelling-independent key: casefolded, punctuation and spaces removed."""
+    return re.sub(r"[\W_]+", "", label.casefold())
+
+
+def canonical_label(raw: str, known: list[str]) -> str | None:
+    """The known label that ``raw`` is a variant of (case, spaces, punctuation, abbreviation), or None."""
+    key = label_key(raw)
+    if not key:
+        return None
+    for label in known:
+        if label_key(label) == key:
+            return label
+    prefixed = [label for label in known if len(key) >= 3 and label_key(label).startswith(key)]
+    return prefixed[0] if len(prefixed) == 1 else None
+
+
+def consistency(context, check_markers: bool = True) -> Iterator[Issue]:
+    """Template markers in data, conflicting labels, label variants, unknown labels, mixed formats."""
+    spec = context.spec
+    markers = set(context.markers)
+    tokenizer = context.tokenizer
+    if tokenizer is not None:
+        markers |= {t for t in (tokenizer.eos_token, tokenizer.bos_token) if t}
+    other_markers = [m for m in KNOWN_MARKERS if m not in markers]
+    marker_rows: dict[str, list[int]] = defaultdict(list)
+    other_rows: dict[str, list[int]] = defaultdict(list)
+    prompt_hashes = np.zeros(context.rows, dtype=np.uint64)
+    answer_hashes = np.zeros(context.rows, dtype=np.uint64)
+    labels: dict[str, list[int]] = defaultdict(list)
+    shapes: dict[str, list[int]] = defaultdict(list)
+    roles: dict[str, list[int]] = defaultdict(list)
+    for chunk in context.examples.chunks():
+        for example, shape in zip(chunk.examples, chunk.shapes):
+            row = example.row
+            shapes[shape].append(row)
+            if example.is_conversation:
+                scheme = "/".join(sorted({m.role for m in example.messages or []}))
+                roles[scheme].append(row)
+            if check_markers:
+                for _name, text in content_fields(example):
+                    if "#" in text or "<" in text or "[" in text:
+                        for marker in markers:
+                            if marker in text:
+                                marker_rows[marker].append(row)
+                        for marker in other_markers:
+                            if marker in text:
+                                other_rows[marker].append(row)
+            prompt = prompt_of(example)
+            if prompt.strip():
+                prompt_hashes[row] = text_hash(prompt)
+                answer_hashes[row] = text_hash(example.response_text())
+            if example.label is not None and len(labels) <= MAX_LABELS:
+                labels[example.label].append(row)
+    for marker, rows in sorted(marker_rows.items()):
+        rows = sorted(set(rows))
+        yield Issue("consistency", "template_marker_in_content", "error",
+                    f"{len(rows)} rows contain {marker!r}, a delimiter of the template or tokenizer in use: "
+                    f"it breaks masking and teaches the model to emit it", rows, {"marker": marker})
+    for marker, rows in sorted(other_rows.items()):
+        rows = sorted(set(rows))
+        yield Issue("consistency", "template_marker_in_content", "warning",
+                    f"{len(rows)} rows contain {marker!r}, a delimiter of another prompt template", rows,
+                    {"marker": marker})
+    yield from _conflicts(prompt_hashes, answer_hashes, spec.task == "classification")
+    yield from _labels(labels, spec.labels, context.rows)
+    yield from _mixed(shapes, roles, context.rows)
+    context.stats["consistency"] = {
+        "shapes": {shape: len(rows) for shape, rows in shapes.items()},
+        "labels": {label: len(rows) for label, rows in labels.items()} if len(labels) <= MAX_LABELS else {},
+    }
+
+
+def _conflicts(prompts: np.ndarray, answers: np.ndarray, classification: bool) -> Iterator[Issue]:
+    order = np.lexsort((answers, prompts))
+    p, a = prompts[order], answers[order]
+    starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+    ends = np.r_[starts[1:], len(p)]
+    groups = []
+    for start, end in zip(starts, ends):
+        if end - start > 1 and p[start] != 0 and a[start] != a[end - 1]:
+            groups.append(sorted(int(r) for r in order[start:end]))
+    if not groups:
+        return
+    groups.sort()
+    rows = sorted(r for g in groups for r in g)
+    what = "labels" if classification else "outputs"
+    yield Issue("consistency", "conflicting_labels", "error" if classification else "warning",
+                f"{len(groups)} prompts appear with different {what} ({len(rows)} rows)", rows,
+                {"groups": groups[:PAIR_DETAILS]})
+
+
+def _labels(labels: dict[str, list[int]], known: list[str], total: int) -> Iterator[Issue]:
+    if not labels or len(labels) > MAX_LABELS:
+        return
+    counts = Counter({label: len(rows) for label, rows in labels.items()})
+    rank = {label: index for index, (label, _) in enumerate(counts.most_common())}
+    variants: dict[str, list[str]] = defaultdict(list)
+    unknown: list[str] = []
+    for label in counts:
+        if known:
+            if label in known:
+                continue
+            target = canonical_label(label, known)
+        else:  # no labels in the spec: a rarer spelling is a variant of a more common one
+            target = canonical_label(label, [other for other in rank if rank[other] < rank[label]])
+            if target is None:
+                continue
+        if target is not None:
+            variants[target].append(label)
+        else:
+            unknown.append(label)
+    if variants:
+        rows = sorted(r for spellings in variants.values() for s in spellings for r in labels[s])
+        described = "; ".join(f"{target!r} also written {', '.join(repr(s) for s in spellings)}"
+                              for target, spellings in sorted(variants.items()))
+        yield Issue("consistency", "label_variants", "warning",
+                    f"{len(rows)} rows use a variant spelling of a label: {described}", rows,
+                    {"variants": {k: sorted(v) for k, v in variants.items()}})
+    if unknown:
+        rows = sorted(r for label in unknown for r in labels[label])
+        shown = ", ".join(repr(label) for label in sorted(unknown)[:10])
+        yield Issue("consistency", "unknown_label", "error",
+                    f"{len(rows)} rows have a label outside the spec's labels {known}: {shown}", rows,
+                    {"labels": sorted(unknown)[:100]})
+
+
+def _mixed(shapes: dict[str, list[int]], roles: dict[str, list[int]], total: int) -> Iterator[Issue]:
+    for kind, groups in (("fields", shapes), ("roles", roles)):
+        if len(groups) <= 1:
+            continue
+        main = max(groups, key=lambda k: len(groups[k]))
+        rows = sorted(r for shape, rs in groups.items() if shape != main for r in rs)
+        counts = {shape: len(rs) for shape, rs in sorted(groups.items(), key=lambda kv: -len(kv[1]))[:20]}
+        what = "record layouts (keys)" if kind == "fields" else "role schemes"
+        yield Issue("consistency", "mixed_formats", "warning",
+                    f"{len(groups)} different {what}; {len(rows)} rows differ from the most common ({main!r})",
+                    rows, {kind: counts})

@@ -1,0 +1,175 @@
+"""The ``quality`` validator: empty, short or copied outputs, vague instructions, duplicates,
+encoding artifacts, degenerate repetition and personal data."""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Iterator
+
+import numpy as np
+
+from sftkit import Issue
+from sftkit.plugins.validators.text import (PAIR_DETAILS, full_text, near_duplicate_pairs, normalise, prompt_of,
+                                            text_hash)
+
+VAGUE_PHRASES = {"do it", "help", "help me", "continue", "fix this", "fix it", "explain", "write something",
+                 "answer", "go on", "do this", "more", "same", "again", "and?", "?", "this", "that"}
+# Mojibake: UTF-8 read as Latin-1/cp1252 (Ã©, â€™, Â ), the replacement character, control
+# characters, and the "+?" residue of accented letters lost in a bad conversion (Sepp+?l+?).
+ENCODING_ARTIFACT = re.compile(
+    "\ufffd"
+    r"|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+    "|\u00c3[\u0080-\u00bf]|\u00c2[\u00a0-\u00bf]|\u00e2\u20ac"
+    r"|(?:(?<=[^\W\d_])|(?<=\s))\+[?_](?=[^\W_]|[\s'.,?+]|$)"
+    r"|(?<=[^\W\d_])\+\+(?=[^\W\d_])"
+)
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+PHONE = re.compile(r"(?<![\w.])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,3}(?![\w.])")
+CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
+
+
+def luhn(digits: str) -> bool:
+    """The Luhn checksum of a card number."""
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char)
+        if index % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def pii_kinds(text: str) -> set[str]:
+    """Which kinds of personal data a text seems to hold: email, phone, card."""
+    kinds = set()
+    if "@" in text and EMAIL.search(text):
+        kinds.add("email")
+    for match in CARD.finditer(text):
+        digits = re.sub(r"\D", "", match.group())
+        if 13 <= len(digits) <= 19 and luhn(digits):
+            kinds.add("card")
+    for match in PHONE.finditer(text):
+        phone = match.group()
+        digits = re.sub(r"\D", "", phone)
+        if "card" not in kinds or digits not in text:
+            if 10 <= len(digits) <= 15 and (phone.startswith(("+", "(")) or len(re.split(r"[\s.-]", phone)) >= 3):
+                kinds.add("phone")
+    return kinds
+
+
+def repeat_fraction(text: str, n: int = 3) -> float:
+    """Share of word n-grams that repeat an earlier n-gram (0 for short texts)."""
+    words = text.split()
+    total = len(words) - n + 1
+    if total < 10:
+        return 0.0
+    grams = {tuple(words[i:i + n]) for i in range(total)}
+    return 1 - len(grams) / total
+
+
+def quality(context, min_output_chars: int = 3, min_instruction_words: int = 3, near_duplicates: bool = True,
+            near_dup_threshold: float = 0.8, shingle_size: int = 5, num_perm: int = 128,
+            max_repeat_fraction: float = 0.5, pii: bool = True) -> Iterator[Issue]:
+    """Empty/short/copied outputs, vague instructions, exact and near duplicates, mojibake, repetition, PII."""
+    classification = context.spec.task == "classification"
+    flagged: dict[str, list[int]] = defaultdict(list)
+    pii_counts: dict[str, int] = defaultdict(int)
+    hashes = np.zeros(context.rows, dtype=np.uint64)
+    for example in context.examples:
+        row = example.row
+        response = example.response_text()
+        prompt = prompt_of(example)
+        stripped = response.strip()
+        if not stripped:
+            flagged["empty_output"].append(row)
+        elif not classification and len(stripped) < min_output_chars:
+            flagged["short_output"].append(row)
+        if not example.is_conversation and not example.input:
+            instruction = normalise(example.instruction)
+            if instruction and (instruction in VAGUE_PHRASES or len(instruction.split()) < min_instruction_words):
+                flagged["vague_instruction"].append(row)
+        if stripped and not classification:
+            norm_out, norm_in = normalise(response), normalise(example.input or example.instruction)
+            if norm_out == norm_in or (len(norm_in) >= 20 and norm_in in norm_out and len(norm_in) >= 0.8 * len(norm_out)):
+                flagged["output_copies_prompt"].append(row)
+        texts = f"{prompt}\n{response}"
+        if ENCODING_ARTIFACT.search(texts):
+            flagged["encoding_artifact"].append(row)
+        if max_repeat_fraction < 1 and repeat_fraction(response) > max_repeat_fraction:
+            flagged["repetitive_output"].append(row)
+        if pii:
+            kinds = pii_kinds(texts)
+            if kinds:
+                flagged["pii"].append(row)
+                for kind in kinds:
+                    pii_counts[kind] += 1
+        hashes[row] = text_hash(full_text(example)) if (stripped or prompt.strip()) else 0
+    yield from _row_issues(flagged, context.rows, min_output_chars, min_instruction_words, max_repeat_fraction,
+                           dict(pii_counts))
+    groups, first_of_group = _exact_groups(hashes)
+    if groups:
+        dup_rows = sorted(r for g in groups for r in g)
+        yield Issue("quality", "exact_duplicate", "warning",
+                    f"{len(dup_rows) - len(groups)} rows repeat an earlier row exactly "
+                    f"({len(groups)} groups, {len(dup_rows)} rows in all)", dup_rows,
+                    {"groups": [g for g in groups[:PAIR_DETAILS]]})
+    near = []
+    if near_duplicates:
+        repeats = set(dup_rows) - first_of_group if groups else set()
+
+        def chunks():
+            for chunk in context.examples.chunks():
+                yield [(e.row, full_text(e)) for e in chunk.examples if e.row not in repeats and hashes[e.row]]
+
+        near = near_duplicate_pairs(chunks(), lambda rows: {r: full_text(context.examples.get(r)) for r in rows},
+                                    threshold=near_dup_threshold, num_perm=num_perm, shingle_size=shingle_size)
+        if near:
+            rows = sorted({r for a, b, _ in near for r in (a, b)})
+            yield Issue("quality", "near_duplicate", "warning",
+                        f"{len(near)} pairs of rows are near duplicates (Jaccard >= {near_dup_threshold} on "
+                        f"{shingle_size}-word shingles), {len(rows)} rows in all", rows,
+                        {"pairs": [[a, b, round(s, 3)] for a, b, s in near[:PAIR_DETAILS]]})
+    context.stats["quality"] = {
+        "rows": context.rows,
+        "exact_duplicate_groups": len(groups),
+        "near_duplicate_pairs": len(near),
+        "flagged": {code: len(rows) for code, rows in flagged.items()},
+        "pii": dict(pii_counts),
+    }
+
+
+def _exact_groups(hashes: np.ndarray) -> tuple[list[list[int]], set[int]]:
+    """Groups of rows (first row first) sharing a non-zero hash, and the first row of each group."""
+    order = np.argsort(hashes, kind="stable")
+    ordered = hashes[order]
+    if not len(ordered):
+        return [], set()
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    sizes = np.diff(np.r_[starts, len(ordered)])
+    groups = []
+    for start, size in zip(starts[sizes > 1], sizes[sizes > 1]):
+        if ordered[start] == 0:
+            continue
+        groups.append(sorted(int(r) for r in order[start:start + size]))
+    groups.sort()
+    return groups, {g[0] for g in groups}
+
+
+def _row_issues(flagged, total, min_chars, min_words, max_repeat, pii_counts) -> Iterator[Issue]:
+    messages = {
+        "empty_output": ("error", "{n} rows have an empty output: they teach the model to answer nothing"),
+        "short_output": ("warning", f"{{n}} rows have an output shorter than {min_chars} characters"),
+        "vague_instruction": ("warning", f"{{n}} rows have a vague instruction (under {min_words} words, no input)"),
+        "output_copies_prompt": ("warning", "{n} rows have an output that copies the prompt"),
+        "encoding_artifact": ("warning", "{n} rows hold encoding artifacts (mojibake such as 'Sepp+?l+?' or 'Ã©', "
+                                         "U+FFFD replacement characters, control characters)"),
+        "repetitive_output": ("warning", f"{{n}} rows have degenerate, repetitive output (over {max_repeat:.0%} of "
+                                         f"word 3-grams repeated)"),
+        "pii": ("info", "{n} rows seem to hold personal data (" + ", ".join(f"{k}: {v}" for k, v in
+                                                                          sorted(pii_counts.items())) + ")"),
+    }
+    for code, (severity, template) in messages.items():
+        rows = flagged.get(code)
+        if rows:
+            details = {"kinds": pii_counts} if code == "pii" else {}
+            yield Issue("quality", code, severity, template.format(n=len(rows)), rows, details)

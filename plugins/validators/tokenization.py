@@ -1,0 +1,158 @@
+"""The ``tokenization`` validator: what the trainer will really see, token by token.
+
+Each chunk is rendered, masked and tokenized exactly as ``sftkit train`` does (one batched
+tokenizer call with offsets); the generation prompt is tokenized alone (one more batched call)
+to check it is a token prefix of the training text.
+"""
+from __future__ import annotations
+
+import bisect
+import random
+from collections import defaultdict
+from typing import Iterator
+
+import numpy as np
+
+from sftkit import Issue
+from sftkit.pipeline import generation_prompt
+from sftkit.tokenize import tokenize_many
+
+LENGTH_SAMPLE = 5000
+MESSAGES = {
+    "truncated_response": ("error", "{n} rows lose response tokens to truncation at max_length {max_length}: "
+                                    "the model learns to stop mid-answer"),
+    "no_trainable_tokens": ("error", "{n} rows have no trained token: they add nothing but cost compute"),
+    "eos_not_trained": ("error", "{n} rows do not train the end-of-turn/EOS token: the model will not learn "
+                                 "to stop"),
+    "double_bos": ("warning", "{n} rows start with two BOS tokens (the template renders BOS and the tokenizer "
+                              "adds another)"),
+    "template_not_prefix_preserving": ("error", "{n} rows: the prompt rendered alone is not a token prefix of "
+                                                "prompt+response, so inference sees other tokens than training"),
+    "marker_split": ("warning", "{n} rows: a template marker tokenizes differently in context than alone"),
+}
+
+
+def _marker_mismatch(text: str, offsets: list, ids: list, marker: str, alone: list[int]) -> list[int] | None:
+    """The token ids covering the first occurrence of ``marker`` if they differ from ``alone``."""
+    start = text.find(marker)
+    if start < 0:
+        return None
+    end = start + len(marker)
+    starts = [o[0] for o in offsets]
+    first = bisect.bisect_right(starts, start) - 1
+    last = bisect.bisect_left(starts, end)
+    if first < 0:
+        return None
+    covering = ids[first:last]
+    aligned = offsets[first][0] == start and offsets[last - 1][1] == end
+    return None if aligned and covering == alone else covering
+
+
+def tokenization(context, batch_size: int = 0, check_prefix: bool = True, samples: int = 3) -> Iterator[Issue]:
+    """Truncated responses, untrained EOS, no trained tokens, double BOS, prefix and marker checks; token stats."""
+    tokenizer, encoder = context.tokenizer, context.encoder
+    if tokenizer is None:
+        context.stats["tokenization"] = {"skipped": "no tokenizer (--no-tokenizer)"}
+        return
+    max_length = context.max_length
+    batch = batch_size or context.batch_size
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    markers = {m: tokenizer(m, add_special_tokens=False)["input_ids"] for m in context.markers}
+    split_example: dict[str, dict] = {}
+    total = context.rows
+    sampled = set(random.Random(0).sample(range(total), min(samples, total)))
+    lengths = np.zeros(total, dtype=np.int64)
+    trained = np.zeros(total, dtype=np.int64)
+    flagged: dict[str, list[int]] = defaultdict(list)
+    for chunk in context.examples.chunks():
+        items, prompts = [], []
+        for example in chunk.examples:
+            segments = encoder.segments(example)
+            items.append((segments, encoder.weights(segments)))
+            prompts.append(generation_prompt(segments) if check_prefix else "")
+        tokenized = tokenize_many(items, tokenizer, max_length)
+        prompt_ids = tokenizer([p for p in prompts])["input_ids"] if check_prefix else [None] * len(prompts)
+        for example, (segments, _weights), tok, pids in zip(chunk.examples, items, tokenized, prompt_ids):
+            row = example.row
+            lengths[row] = tok.length_before_truncation
+            trained[row] = tok.num_trained
+            codes = []
+            if tok.trained_tokens_lost:
+                codes.append("truncated_response")
+            if tok.num_trained == 0:
+                codes.append("no_trainable_tokens")
+            elif not tok.trained_tokens_lost and not _eos_trained(segments, tok, tokenizer.eos_token, eos):
+                codes.append("eos_not_trained")
+            ids = tok.input_ids
+            if bos is not None and len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
+                codes.append("double_bos")
+            if pids is not None and prompts[row - chunk.start]:
+                if pids and eos is not None and pids[-1] == eos and not prompts[row - chunk.start].endswith(
+                        tokenizer.eos_token or "\0"):
+                    pids = pids[:-1]
+                n = min(len(pids), len(ids))
+                if list(pids[:n]) != list(ids[:n]):
+                    codes.append("template_not_prefix_preserving")
+            for marker, alone in markers.items():
+                covering = _marker_mismatch(tok.text, tok.offsets, ids, marker, alone)
+                if covering is not None:
+                    codes.append("marker_split")
+                    split_example.setdefault(marker, {
+                        "alone": tokenizer.convert_ids_to_tokens(alone),
+                        "in_context": tokenizer.convert_ids_to_tokens(covering), "row": row})
+                    break
+            for code in codes:
+                flagged[code].append(row)
+            if codes:
+                context.show_tokens(row, tok, ", ".join(codes))
+            elif row in sampled:
+                context.show_tokens(row, tok, "sample")
+    for code, (severity, template) in MESSAGES.items():
+        rows = flagged.get(code)
+        if rows:
+            details = {"markers": split_example} if code == "marker_split" else {}
+            yield Issue("tokenization", code, severity, template.format(n=len(rows), max_length=max_length), rows,
+                        details)
+    context.stats["tokenization"] = _stats(lengths, trained, max_length, batch)
+
+
+def _eos_trained(segments, tok, eos_text: str | None, eos_id: int | None) -> bool:
+    """True when the final end segment (EOS / end of turn) is present and has trained tokens."""
+    ends = [i for i, s in enumerate(segments) if s.part == "end"]
+    if not ends or not segments[ends[-1]].text:
+        return False
+    end = ends[-1]
+    weights = [w for w, s in zip(tok.weights, tok.segment_index) if s == end]
+    if not any(w > 0 for w in weights):
+        return False
+    if eos_id is not None and segments[end].text == eos_text:
+        return any(label == eos_id for label in tok.labels)
+    return True
+
+
+def _stats(lengths: np.ndarray, trained: np.ndarray, max_length: int, batch: int) -> dict:
+    total = len(lengths)
+    if not total:
+        return {"rows": 0}
+    kept = np.minimum(lengths, max_length)
+    padded = 0
+    for start in range(0, total, batch):
+        part = kept[start:start + batch]
+        padded += int(part.max()) * len(part)
+    p50, p95 = np.percentile(lengths, [50, 95])
+    step = max(1, total // LENGTH_SAMPLE)
+    return {
+        "rows": total,
+        "max_length": max_length,
+        "tokens_p50": float(p50),
+        "tokens_p95": float(p95),
+        "tokens_max": int(lengths.max()),
+        "tokens_mean": round(float(lengths.mean()), 1),
+        "over_max_length": int((lengths > max_length).sum()),
+        "share_over_max_length": round(float((lengths > max_length).mean()), 4),
+        "trained_tokens": int(trained.sum()),
+        "trained_share": round(float(trained.sum() / max(1, kept.sum())), 4),
+        "batch_size": batch,
+        "padding_waste": round(1 - float(kept.sum()) / max(1, padded), 4),
+        "lengths_sample": lengths[::step][:LENGTH_SAMPLE].tolist(),
+    }
