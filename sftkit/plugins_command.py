@@ -23,7 +23,7 @@ def plugin_report(registry) -> dict:
             })
     plugins = [
         {"name": p.name, "version": p.version or "built-in", "builtin": p.builtin, "ok": p.ok, "error": p.error,
-         "components": p.components}
+         "components": p.components, "package": getattr(p, "package", None)}
         for p in registry.plugins.values()
     ]
     return {"components": components, "plugins": plugins,
@@ -63,4 +63,11 @@ def command(as_json: bool) -> None:
             status.add_row(plain(p["name"]), plain(p["version"]), state)
         console.print(status)
     if failed:
+        from sftkit.console import err_console, plain
+
+        names = ", ".join(p["name"] for p in failed)
+        err_console.print(plain(f"{len(failed)} plugin(s) failed to load: {names}", "bold red"))
+        err_console.print(plain("  hint: fix or reinstall the plugin (or pip uninstall it), or leave it out with "
+                                "SFTKIT_LOAD_PLUGINS=<the plugins to load>; SFTKIT_DEBUG=1 shows the traceback",
+                                "yellow"))
         sys.exit(1)
