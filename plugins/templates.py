@@ -61,16 +61,23 @@ def alpaca(example: Example, context: RenderContext) -> list[Segment]:
 
 alpaca.markers = ("### Instruction:", "### Input:", "### Response:")
 
-# Jinja form of the template for the saved tokenizer's chat_template (conversation form: a
-# single-turn example with an input renders its input under the instruction in Jinja).
+# Jinja form of the template for the saved tokenizer's chat_template. A single-turn example
+# with an input may pass it as extra keys of the user message, {"role": "user", "content":
+# instruction + "\n\n" + input, "instruction": ..., "input": ...} (``sftkit.runs.chat_messages``),
+# to get the ### Input: section; other templates only read "content".
 alpaca.jinja = (
+    "{% set ns = namespace(inp=false) %}"
+    "{% for m in messages %}{% if m.get('input') %}{% set ns.inp = true %}{% endif %}{% endfor %}"
     "{% set sys = messages | selectattr('role', 'equalto', 'system') | list %}"
-    "{% if sys %}{{ sys[0]['content'] + '\\n\\n' }}{% else %}"
-    "{{ 'Below is an instruction that describes a task. Write a response that appropriately completes the request.\\n\\n' }}"
-    "{% endif %}"
+    "{% if sys %}{{ sys[0]['content'] + '\\n\\n' }}"
+    "{% elif ns.inp %}{{ 'Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request.\\n\\n' }}"
+    "{% else %}{{ 'Below is an instruction that describes a task. Write a response that appropriately completes "
+    "the request.\\n\\n' }}{% endif %}"
     "{% for m in messages %}"
     "{% if m['role'] == 'assistant' %}{{ '\\n\\n### Response:\\n' + m['content'] + eos_token }}"
-    "{% elif m['role'] != 'system' %}{{ ('### Instruction:\\n' if loop.index0 <= 1 else '\\n\\n### Instruction:\\n') + m['content'] }}"
+    "{% elif m['role'] != 'system' %}{{ ('### Instruction:\\n' if loop.index0 <= 1 else '\\n\\n### Instruction:\\n') + (m['instruction'] if m.get('input') else m['content']) }}"
+    "{% if m.get('input') %}{{ '\\n\\n### Input:\\n' + m['input'] }}{% endif %}"
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}{{ '\\n\\n### Response:\\n' }}{% endif %}"
 )
