@@ -64,6 +64,23 @@ def write_run(path: str | Path, info: dict) -> Path:
     return atomic_write_json(Path(path) / RUN_FILE, {key: info.get(key) for key in RUN_KEYS})
 
 
+def chat_messages(example: Any, include_response: bool = False) -> list[dict]:
+    """An Example as chat messages for the saved tokenizer's ``chat_template``.
+
+    With ``add_generation_prompt=True`` the render equals the training prompt
+    (``Encoder.prompt``). A single-turn user message also carries ``instruction`` and ``input``
+    (the Alpaca template renders its ``### Input:`` section from them).
+    """
+    turns = example.turns()
+    messages = [{"role": m.role, "content": m.content} for m in turns]
+    if not example.is_conversation and example.input:
+        user = next(m for m in messages if m["role"] == "user")
+        user.update(instruction=example.instruction, input=example.input)
+    if not include_response and messages and messages[-1]["role"] == "assistant":
+        messages = messages[:-1]
+    return messages
+
+
 def load_for_inference(model_or_run_dir: str | Path, dtype: str = "float32",
                        trust_remote_code: bool = False) -> tuple[Any, Any, dict | None]:
     """``(model, tokenizer, run_info)`` for a model name or a run folder, in eval mode.

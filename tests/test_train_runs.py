@@ -8,11 +8,13 @@ import pytest
 from sftkit import Example, Message
 from sftkit.errors import SftkitError
 from sftkit.pipeline import Encoder
-from sftkit.runs import RUN_FILE, is_run_dir, load_for_inference, read_run, write_run
+from sftkit.runs import RUN_FILE, chat_messages, is_run_dir, load_for_inference, read_run, write_run
 
 EXAMPLES = [
     Example(instruction="Name a colour.", output="Blue."),
     Example(instruction="Say hi", system="You are terse.", output="hi"),
+    Example(instruction="Classify.", input="Shares fell 5 % .", output="negative"),
+    Example(instruction="", input="Only an input", output="ok"),
     Example(messages=[Message("user", "2+2?"), Message("assistant", "4"), Message("user", "and 3+3?"),
                       Message("assistant", "6")]),
     Example(messages=[Message("system", "Be kind."), Message("user", "Hello <b>&"), Message("assistant", "Hi {{ x }}")]),
@@ -24,11 +26,10 @@ def test_jinja_generation_prompt_equals_encoder_prompt(name, fresh_tokenizer):
     encoder = Encoder.build(template=name, tokenizer=fresh_tokenizer)
     fresh_tokenizer.chat_template = encoder.template.jinja
     for example in EXAMPLES:
-        turns = [{"role": m.role, "content": m.content} for m in example.turns()]
-        prompt_turns = turns[:-1]  # the final assistant message is what the model writes
+        prompt_turns = chat_messages(example)  # the final assistant message is what the model writes
         rendered = fresh_tokenizer.apply_chat_template(prompt_turns, tokenize=False, add_generation_prompt=True)
         assert rendered == encoder.prompt(example), (name, example)
-        full = fresh_tokenizer.apply_chat_template(turns, tokenize=False)
+        full = fresh_tokenizer.apply_chat_template(chat_messages(example, include_response=True), tokenize=False)
         assert full == "".join(s.text for s in encoder.segments(example)), (name, example)
 
 

@@ -1,0 +1,269 @@
+"""Training recipes: a YAML file of settings, merged with command-line flags (flags win).
+
+Every key, its type and its default are declared once in ``FIELDS``; an unknown key or a
+wrong type is one clear message naming the closest valid key (exit 2).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sftkit.errors import DataError, UsageError
+
+
+@dataclass
+class DataSource:
+    """One training file, its sampling weight (multi-task mixing) and optionally its own spec."""
+
+    path: str
+    weight: float = 1.0
+    spec: str | None = None
+
+
+@dataclass
+class Recipe:
+    """All settings of a training run (see the README's recipe table)."""
+
+    data: list[DataSource] = field(default_factory=list)
+    spec: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    instruction: str | None = None
+    loader: str | None = None
+    loader_options: dict[str, Any] = field(default_factory=dict)
+    skip_invalid: bool = False
+    eval_data: str | None = None
+    model: str = "smollm2-135m"
+    template: str | None = None
+    template_options: dict[str, Any] = field(default_factory=dict)
+    masking: str = "completion_only"
+    masking_options: dict[str, Any] = field(default_factory=dict)
+    max_length: int = 1024
+    add_special_tokens: bool = False
+    method: str = "lora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    epochs: float = 1.0
+    max_steps: int | None = None
+    lr: float | None = None  # default by method: 2e-4 LoRA, 2e-5 full
+    batch_size: int = 8
+    grad_accum: int = 1
+    warmup_ratio: float = 0.05
+    scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    packing: bool = True
+    precision: str = "auto"
+    eval_steps: int | None = None
+    early_stopping_patience: int | None = None
+    save_steps: int = 100
+    save_total_limit: int = 2
+    logging_steps: int = 1
+    output_dir: str | None = None
+    overwrite: bool = False
+    validate: bool = True
+    trust_remote_code: bool = False
+
+    def learning_rate(self) -> float:
+        """The learning rate, defaulting by method."""
+        if self.lr is not None:
+            return self.lr
+        return 2e-4 if self.method == "lora" else 2e-5
+
+    def run_dir(self) -> str:
+        """The output folder: as given, or ``runs/<first data file stem>-<method>``."""
+        if self.output_dir:
+            return self.output_dir
+        return str(Path("runs") / f"{Path(self.data[0].path).stem}-{self.method}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (for recipe.yaml and sftkit_run.json)."""
+        out = asdict(self)
+        out["lr"] = self.learning_rate()
+        return out
+
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+CHOICES = {"method": ("lora", "full"), "scheduler": ("cosine", "linear", "constant"),
+           "precision": ("auto", "fp32", "bf16", "fp16")}
+POSITIVE = ("max_length", "lora_r", "lora_alpha", "batch_size", "grad_accum", "save_steps", "save_total_limit",
+            "logging_steps", "max_steps", "eval_steps", "early_stopping_patience")
+KEYS = tuple(f.name for f in fields(Recipe))
+
+
+def closest_key(key: str, keys=KEYS) -> str | None:
+    """The valid key closest to ``key`` (or None)."""
+    found = difflib.get_close_matches(key.replace("-", "_"), keys, n=1, cutoff=0.5)
+    return found[0] if found else None
+
+
+def parse_data_item(item: Any, source: str = "--data") -> DataSource:
+    """``"path"``, ``"path:2"`` or ``{path, weight, spec}`` -> DataSource."""
+    if isinstance(item, dict):
+        unknown = set(item) - {"path", "weight", "spec"}
+        if unknown or "path" not in item:
+            raise UsageError(f"{source}: a data entry takes keys path, weight and spec, got {sorted(item)}")
+        spec = item.get("spec")
+        if spec is not None and not isinstance(spec, str):
+            raise UsageError(f"{source}: the spec of {item['path']} must be a name or a path")
+        return DataSource(str(item["path"]), _number(item.get("weight", 1.0), f"{source} weight"), spec)
+    if not isinstance(item, str) or not item:
+        raise UsageError(f"{source}: expected a path or PATH:WEIGHT, got {item!r}")
+    path, sep, weight = item.rpartition(":")
+    if sep and path and _looks_like_number(weight) and not Path(item).exists():
+        return DataSource(path, _number(weight, f"{source} weight of {path}"))
+    return DataSource(item)
+
+
+def _looks_like_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _number(value: Any, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{what} must be a number, got {value!r}") from None
+    if not number > 0:
+        raise UsageError(f"{what} must be positive, got {value!r}")
+    return number
+
+
+def _type_name(default_field) -> str:
+    return str(default_field.type).replace("'", "")
+
+
+def _check_value(key: str, value: Any, source: str) -> Any:
+    """Check (and lightly coerce) one setting; raise a clear UsageError."""
+    spec = next(f for f in fields(Recipe) if f.name == key)
+    kind = spec.type if isinstance(spec.type, str) else str(spec.type)
+    where = f"{source}: {key}"
+
+    def wrong(expected: str) -> UsageError:
+        return UsageError(f"{where} must be {expected}, got {value!r} ({type(value).__name__})")
+
+    if key == "data":
+        items = value if isinstance(value, list) else [value]
+        return [parse_data_item(v, where) for v in items]
+    if value is None:
+        if "None" in kind:
+            return None
+        raise wrong(kind)
+    if kind.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+        raise wrong("true or false")
+    if kind.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong("an integer")
+        if key in POSITIVE and value < 1:
+            raise UsageError(f"{where} must be at least 1, got {value}")
+        return value
+    if kind.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong("a number")
+        if value < 0:
+            raise UsageError(f"{where} must not be negative, got {value}")
+        return float(value)
+    if kind.startswith("str"):
+        if not isinstance(value, str):
+            raise wrong("a string")
+        if key in CHOICES and value not in CHOICES[key]:
+            raise UsageError(f"{where} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+        return value
+    if kind.startswith("dict"):
+        if not isinstance(value, dict):
+            raise wrong("a mapping (key: value)")
+        return {str(k): v for k, v in value.items()}
+    if kind.startswith("list"):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise wrong("a list of strings")
+        return value
+    raise AssertionError(f"unhandled recipe type {kind}")  # pragma: no cover
+
+
+def load_recipe_file(path: str | Path) -> dict[str, Any]:
+    """Read a recipe YAML (safe loader, no aliases) into a dict of checked settings."""
+    from sftkit.spec import safe_yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"recipe {path} does not exist", hint="pass a recipe YAML file, or use flags only")
+    try:
+        text = path.read_text("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"invalid UTF-8 at byte {exc.start}", path=str(path)) from None
+    data = safe_yaml(text, str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DataError("a recipe must be a mapping of settings (key: value)", path=str(path))
+    return check_settings(data, str(path), base=path.parent)
+
+
+def check_settings(settings: dict[str, Any], source: str, base: Path | None = None) -> dict[str, Any]:
+    """Check keys and types; relative data paths in a recipe are resolved against its folder."""
+    out = {}
+    for key, value in settings.items():
+        key = str(key)
+        if key not in KEYS:
+            near = closest_key(key)
+            raise UsageError(f"{source}: unknown recipe key {key!r}" + (f"; did you mean {near!r}?" if near else ""),
+                             hint="valid keys: " + ", ".join(KEYS))
+        out[key] = _check_value(key, value, source)
+    if base is not None:
+        for item in out.get("data", []):
+            item.path = _resolve(item.path, base)
+            if item.spec and item.spec.endswith((".yaml", ".yml")):
+                item.spec = _resolve(item.spec, base)
+        for key in ("eval_data", "output_dir"):
+            if isinstance(out.get(key), str):
+                out[key] = _resolve(out[key], base)
+        if isinstance(out.get("spec"), str) and out["spec"].endswith((".yaml", ".yml")):
+            out["spec"] = _resolve(out["spec"], base)
+    return out
+
+
+def _resolve(path: str, base: Path) -> str:
+    candidate = Path(path).expanduser()
+    return str(candidate if candidate.is_absolute() else (base / candidate))
+
+
+def build_recipe(recipe_path: str | Path | None, flags: dict[str, Any]) -> Recipe:
+    """The recipe file's settings, overridden by the flags the user gave (None = not given)."""
+    settings = load_recipe_file(recipe_path) if recipe_path else {}
+    given = {k: v for k, v in flags.items() if v is not None and v != () and v != []}
+    settings.update(check_settings(given, "command line"))
+    recipe = Recipe(**settings)
+    if not recipe.data:
+        raise UsageError("no training data", hint="pass --data PATH (repeatable, PATH:WEIGHT to mix) or set data: in the recipe")
+    if recipe.method == "full" and "lora_r" in given:
+        raise UsageError("--lora-r has no effect with --full")
+    return recipe
+
+
+def recipe_yaml(recipe: Recipe) -> str:
+    """The resolved recipe as YAML (written to the run folder)."""
+    import yaml
+
+    data = recipe.to_dict()
+    data["data"] = [{"path": str(Path(d.path).resolve()), "weight": d.weight,
+                     **({"spec": str(Path(d.spec).resolve()) if Path(d.spec).is_file() else d.spec} if d.spec else {})}
+                    for d in recipe.data]
+    for key in ("eval_data", "output_dir"):
+        if data.get(key):
+            data[key] = str(Path(data[key]).resolve())
+    if data.get("spec") and Path(data["spec"]).is_file():
+        data["spec"] = str(Path(data["spec"]).resolve())
+    data.pop("overwrite", None)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,153 @@
+"""Training data: sftkit's own input_ids/labels/weights, a seeded mixing order, and batches.
+
+Examples are encoded once by the same ``Encoder`` that ``preview`` and ``validate`` use, so
+what trains is what was previewed. Each example becomes a ``Sample``: its token ids and the
+positions whose next token trains (with the target ids and loss weights). A batch is either
+*packed* (padding-free: the examples of a micro-batch concatenated into one row, position
+ids restarting at 0 and attention kept inside each example) or *padded* (right-padded to
+the longest example of the micro-batch).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from sftkit.tokenize import IGNORE_INDEX
+from sftkit.types import TokenizedExample
+
+
+@dataclass
+class Sample:
+    """One encoded example ready for the loss: ids, and where and what it is trained on."""
+
+    input_ids: np.ndarray  # int64 [length]
+    source: np.ndarray  # int64 positions whose hidden state predicts a trained token (t - 1)
+    target: np.ndarray  # int64 the trained token ids (labels[t])
+    weight: np.ndarray  # float32 the loss weight of each trained token
+
+    @property
+    def length(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def to_sample(tokenized: TokenizedExample) -> Sample:
+    """A TokenizedExample as a Sample (labels shift by one: position t-1 predicts token t)."""
+    labels = np.asarray(tokenized.labels, dtype=np.int64)
+    weights = np.asarray(tokenized.weights, dtype=np.float32)
+    trained = np.nonzero(labels[1:] != IGNORE_INDEX)[0] + 1
+    return Sample(np.asarray(tokenized.input_ids, dtype=np.int64), trained - 1, labels[trained], weights[trained])
+
+
+@dataclass
+class Source:
+    """One training file: its samples and its mixing weight."""
+
+    name: str
+    samples: list[Sample]
+    weight: float = 1.0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def epoch_order(sources: Sequence[Source], seed: int, epoch: int) -> list[tuple[int, int]]:
+    """The (source, index) order of one epoch, seeded by (seed, epoch).
+
+    Source ``i`` contributes ``round(weight_i * size_i)`` examples per epoch (weight 2 shows each
+    example twice, 0.5 half of them), drawn without replacement, then all are shuffled together.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order: list[tuple[int, int]] = []
+    for index, source in enumerate(sources):
+        size = len(source.samples)
+        count = max(1, round(source.weight * size)) if size else 0
+        picks = np.concatenate([rng.permutation(size) for _ in range(math.ceil(count / size))])[:count] if size else []
+        order.extend((index, int(i)) for i in picks)
+    perm = rng.permutation(len(order))
+    return [order[i] for i in perm]
+
+
+class Schedule:
+    """Which examples each optimizer step uses, on each process: a pure function of the seed.
+
+    The examples form one stream, epoch after epoch; step ``k`` takes the next
+    ``batch_size * grad_accum * world`` of them, micro-batch ``a`` of rank ``r`` being chunk
+    ``a * world + r``. Resuming at step ``k`` therefore sees exactly the data it would have seen.
+    """
+
+    def __init__(self, sources: Sequence[Source], *, batch_size: int, grad_accum: int = 1, world: int = 1,
+                 seed: int = 0) -> None:
+        self.sources = list(sources)
+        self.batch_size, self.grad_accum, self.world, self.seed = batch_size, grad_accum, world, seed
+        self.epoch_size = len(epoch_order(self.sources, seed, 0))
+        self._cache: dict[int, list[tuple[int, int]]] = {}
+
+    @property
+    def per_step(self) -> int:
+        return self.batch_size * self.grad_accum * self.world
+
+    def steps_for(self, epochs: float) -> int:
+        """Optimizer steps in ``epochs`` epochs (at least 1)."""
+        return max(1, math.ceil(epochs * self.epoch_size / self.per_step))
+
+    def epoch_at(self, step: int) -> float:
+        """Epochs consumed after ``step`` steps."""
+        return step * self.per_step / max(1, self.epoch_size)
+
+    def _item(self, position: int) -> tuple[int, int]:
+        epoch, offset = divmod(position, self.epoch_size)
+        if epoch not in self._cache:
+            self._cache = {epoch: epoch_order(self.sources, self.seed, epoch)}
+        return self._cache[epoch][offset]
+
+    def micro_batches(self, step: int, rank: int = 0) -> list[list[Sample]]:
+        """The micro-batches (lists of samples) of ``step`` for process ``rank``."""
+        start = step * self.per_step
+        out = []
+        for accum in range(self.grad_accum):
+            chunk = accum * self.world + rank
+            first = start + chunk * self.batch_size
+            items = [self._item(p) for p in range(first, first + self.batch_size)]
+            out.append([self.sources[s].samples[i] for s, i in items])
+        return out
+
+
+def collate(samples: Sequence[Sample], *, packed: bool, pad_id: int) -> dict[str, Any]:
+    """Tensors for one micro-batch.
+
+    Both forms give ``source`` (flat indices into the [batch * length] hidden states whose next
+    token trains), ``target`` and ``weight``. Packed: one row, ``position_ids`` restarting per
+    example and ``bounds`` [(start, end), ...] for attention kept inside each example.
+    Padded: ``attention_mask`` and right padding.
+    """
+    import torch
+
+    if packed:
+        offsets = np.cumsum([0] + [s.length for s in samples])
+        ids = np.concatenate([s.input_ids for s in samples])
+        positions = np.concatenate([np.arange(s.length) for s in samples])
+        source = np.concatenate([s.source + off for s, off in zip(samples, offsets)])
+        batch = {
+            "input_ids": torch.from_numpy(ids)[None],
+            "position_ids": torch.from_numpy(positions)[None],
+            "attention_mask": None,
+            "bounds": [(int(a), int(b)) for a, b in zip(offsets[:-1], offsets[1:])],
+        }
+        tokens = int(ids.shape[0])
+    else:
+        width = max(s.length for s in samples)
+        ids = np.full((len(samples), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(samples), width), dtype=np.int64)
+        for row, s in enumerate(samples):
+            ids[row, : s.length] = s.input_ids
+            mask[row, : s.length] = 1
+        source = np.concatenate([s.source + row * width for row, s in enumerate(samples)])
+        batch = {"input_ids": torch.from_numpy(ids), "position_ids": None,
+                 "attention_mask": torch.from_numpy(mask), "bounds": None}
+        tokens = int(mask.sum())
+    batch["source"] = torch.from_numpy(source)
+    batch["target"] = torch.from_numpy(np.concatenate([s.target for s in samples]))
+    batch["weight"] = torch.from_numpy(np.concatenate([s.weight for s in samples]))
+    batch["tokens"] = tokens
+    return batch
