@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import replace
 from typing import Iterator
 
 import numpy as np
@@ -24,7 +25,8 @@ ENCODING_ARTIFACT = re.compile(
     r"|(?<=[^\W\d_])\+\+(?=[^\W\d_])"
 )
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-PHONE = re.compile(r"(?<![\w.])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,3}(?![\w.])")
+PHONE = re.compile(r"(?<![\w.])(?<!\d[\s.-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,3}"
+                   r"(?![\w.])(?![\s.-]\d)")
 CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
 
 
@@ -72,6 +74,12 @@ def quality(context, min_output_chars: int = 3, min_instruction_words: int = 3, 
             max_repeat_fraction: float = 0.5, pii: bool = True) -> Iterator[Issue]:
     """Empty/short/copied outputs, vague instructions, exact and near duplicates, mojibake, repetition, PII."""
     classification = context.spec.task == "classification"
+    spec = context.spec
+    constant = spec.instruction is not None and "instruction" not in spec.columns
+
+    def dup_text(example):  # a constant instruction from the spec says nothing about duplicates
+        return full_text(replace(example, instruction="") if constant else example)
+
     flagged: dict[str, list[int]] = defaultdict(list)
     pii_counts: dict[str, int] = defaultdict(int)
     hashes = np.zeros(context.rows, dtype=np.uint64)
@@ -103,7 +111,7 @@ def quality(context, min_output_chars: int = 3, min_instruction_words: int = 3, 
                 flagged["pii"].append(row)
                 for kind in kinds:
                     pii_counts[kind] += 1
-        hashes[row] = text_hash(full_text(example)) if (stripped or prompt.strip()) else 0
+        hashes[row] = text_hash(dup_text(example)) if (stripped or prompt.strip()) else 0
     yield from _row_issues(flagged, context.rows, min_output_chars, min_instruction_words, max_repeat_fraction,
                            dict(pii_counts))
     groups, first_of_group = _exact_groups(hashes)
@@ -119,9 +127,9 @@ def quality(context, min_output_chars: int = 3, min_instruction_words: int = 3, 
 
         def chunks():
             for chunk in context.examples.chunks():
-                yield [(e.row, full_text(e)) for e in chunk.examples if e.row not in repeats and hashes[e.row]]
+                yield [(e.row, dup_text(e)) for e in chunk.examples if e.row not in repeats and hashes[e.row]]
 
-        near = near_duplicate_pairs(chunks(), lambda rows: {r: full_text(context.examples.get(r)) for r in rows},
+        near = near_duplicate_pairs(chunks(), lambda rows: {r: dup_text(context.examples.get(r)) for r in rows},
                                     threshold=near_dup_threshold, num_perm=num_perm, shingle_size=shingle_size)
         if near:
             rows = sorted({r for a, b, _ in near for r in (a, b)})

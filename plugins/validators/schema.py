@@ -43,19 +43,18 @@ def build_schema(spec: Any):
     columns = {}
     for name in fields:
         if name == "messages":
-            kind, typecheck = "a list of turns", lambda v: isinstance(v, list)
+            typecheck = lambda v: isinstance(v, list)  # noqa: E731
         elif name == "task":
-            kind, typecheck = "text", _is_category
+            typecheck = _is_category
         elif name in ("output", "label") and spec.task == "classification":
-            kind, typecheck = "a label", _is_label
+            typecheck = _is_label
         else:
-            kind, typecheck = "text", _is_text
-        checks = [pa.Check(typecheck, element_wise=True, ignore_na=True, name="wrong_type", error=f"expected {kind}")]
+            typecheck = _is_text
+        checks = [pa.Check(typecheck, element_wise=True, ignore_na=True, name="wrong_type")]
         min_length = (spec.constraints.get(name) or {}).get("min_length")
         if min_length:
             checks.append(pa.Check(lambda v, n=int(min_length): not isinstance(v, str) or len(v.strip()) >= n,
-                                   element_wise=True, ignore_na=True, name="empty_field",
-                                   error=f"shorter than min_length {min_length}"))
+                                   element_wise=True, ignore_na=True, name="empty_field"))
         columns[name] = pa.Column(object, nullable=name not in required, checks=checks, required=True)
     return pa.DataFrameSchema(columns, strict=False), fields
 
