@@ -132,7 +132,12 @@ def main(argv: list[str] | None = None) -> Any:
     from sftkit.registry import debug_enabled
 
     try:
-        return cli.main(args=argv, prog_name="sftkit", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="sftkit", standalone_mode=False)
+        # click returns ctx.exit(code)'s code when not standalone: exit with it, so `python -m sftkit`
+        # and in-process runners see the same status as the console script.
+        if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
+            sys.exit(rv)
+        return rv
     except SftkitError as exc:
         if debug_enabled():
             raise
