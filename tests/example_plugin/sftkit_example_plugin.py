@@ -26,8 +26,10 @@ def llama2_inst(example, context):
         if message.role == "system":
             system = message.content
         elif message.role == "assistant":
-            segments.append(Segment(" [/INST] ", "assistant", "marker", index))
-            segments.append(Segment(message.content, "assistant", "content", index))
+            # The space before the response belongs to it (as in Llama 2's own chat template), so
+            # the prompt alone is a token prefix of prompt + response.
+            segments.append(Segment(" [/INST]", "assistant", "marker", index))
+            segments.append(Segment(" " + message.content, "assistant", "content", index))
             segments.append(Segment(end, "assistant", "end", index))
         else:
             head = f"[INST] <<SYS>>\n{system}\n<</SYS>>\n\n" if system else "[INST] "

@@ -1,0 +1,91 @@
+"""The example third-party plugin, pip-installed and used through the real ``sftkit`` command.
+
+The plugin (``tests/example_plugin``) is built and installed with pip into a temporary
+folder that only the ``sftkit`` subprocesses of this module see (``PYTHONPATH``), and the
+folder is deleted afterwards, even when a test fails. The shared virtual environment is
+never modified, so the rest of the suite (possibly running in parallel) sees only the
+built-ins. Its own unit tests (``tests/example_plugin/test_plugin.py``) run in-process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PLUGIN_SOURCE = Path(__file__).parent / "example_plugin"
+SAMPLE = PLUGIN_SOURCE / "sample.txt"
+
+
+@pytest.fixture(scope="module")
+def plugin_env(tmp_path_factory):
+    """Environment variables under which ``sftkit`` sees the installed example plugin."""
+    root = tmp_path_factory.mktemp("example_plugin")
+    source, site = root / "source", root / "site"
+    # Build from a copy so setuptools' build/ and *.egg-info never land in the repository.
+    shutil.copytree(PLUGIN_SOURCE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+             "--target", str(site), str(source)],
+            check=True, capture_output=True, text=True, timeout=300,
+        )
+        assert (site / "sftkit_example_plugin-0.1.0.dist-info" / "entry_points.txt").is_file()
+        env = {**os.environ, "SFTKIT_LOAD_PLUGINS": "example", "SFTKIT_NO_PROGRESS": "1",
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+        env.pop("SFTKIT_DEBUG", None)
+        yield env
+    finally:  # "uninstall": the plugin lives only in this folder
+        shutil.rmtree(site, ignore_errors=True)
+
+
+def sftkit(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sftkit", *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_sftkit_plugins_lists_the_installed_plugin(plugin_env):
+    result = sftkit(plugin_env, "plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    mine = {(c["kind"], c["name"]): c for c in data["components"] if c["plugin"] == "example"}
+    assert sorted(mine) == [("loaders", "txt_pairs"), ("masking_strategies", "turn_decay"),
+                            ("metrics", "length_ratio"), ("reporters", "markdown"), ("templates", "llama2_inst"),
+                            ("validators", "profanity")]
+    assert {c["version"] for c in mine.values()} == {"0.1.0"}
+    assert mine[("masking_strategies", "turn_decay")]["options"] == {"decay": 0.5}
+    assert mine[("templates", "llama2_inst")]["help"].startswith("Llama 2 chat:")
+    status = next(p for p in data["plugins"] if p["name"] == "example")
+    assert status["ok"] and status["package"] == "sftkit-example-plugin"
+
+
+def test_preview_uses_the_plugins_loader_template_and_masking(plugin_env):
+    result = sftkit(plugin_env, "preview", SAMPLE, "--template", "llama2_inst", "--masking", "turn_decay",
+                    "--masking-option", "decay=0.5", "--format", "json", "-n", "3")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["template"], data["masking"]) == ("llama2_inst", "turn_decay")
+    first = data["examples"][0]["tokens"]
+    text = "".join(t["text"] for t in first)
+    assert text.startswith("[INST] What is the capital of France? [/INST] Paris.")  # read by txt_pairs
+    trained = "".join(t["text"] for t in first if t["trained"])
+    assert trained.startswith(" Paris.") and "[INST]" not in trained
+    haiku = "".join(t["text"] for t in data["examples"][1]["tokens"] if t["trained"])
+    assert "Crisp leaves drift and fall,\nthe old maple" in haiku  # continuation lines joined
+
+
+def test_validate_runs_the_plugins_validator_and_reporter(plugin_env, tmp_path):
+    reports = tmp_path / "reports"
+    result = sftkit(plugin_env, "validate", SAMPLE, "--template", "llama2_inst", "--masking", "turn_decay",
+                    "--model", "tiny-random", "--report-dir", reports, "--json", tmp_path / "v.json")
+    assert result.returncode in (0, 1), result.stderr
+    data = json.loads((tmp_path / "v.json").read_text())
+    profanity = [i for i in data["issues"] if i["validator"] == "profanity"]
+    assert [(i["code"], i["rows"]) for i in profanity] == [("profanity", [2])]
+    markdown = (reports / "validate.md").read_text()
+    assert markdown.startswith("# ") and "profanity" in markdown
+    assert result.returncode == (1 if data["summary"]["errors"] else 0)
