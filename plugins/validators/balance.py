@@ -76,9 +76,8 @@ def _outliers(lengths: np.ndarray, z: float) -> set[int]:
     """Rows whose log length lies more than ``z`` robust standard deviations (MAD) from the median."""
     if len(lengths) < 20:
         return set()
+    present = lengths > 0  # empty fields are the quality validator's business
     logs = np.log1p(lengths)
-    median = np.median(logs)
-    mad = np.median(np.abs(logs - median)) * 1.4826
-    if mad < 0.05:
-        mad = 0.05
-    return set(np.flatnonzero(np.abs(logs - median) / mad > z).tolist())
+    median = np.median(logs[present]) if present.any() else 0.0
+    mad = max(np.median(np.abs(logs[present] - median)) * 1.4826 if present.any() else 0.0, 0.05)
+    return set(np.flatnonzero(present & (np.abs(logs - median) / mad > z)).tolist())
