@@ -34,6 +34,7 @@ from sftkit.registry import SINGULAR, Component, PluginStatus, Registry, get_reg
 from sftkit.types import SEVERITIES, Example, Issue, Message, RenderContext, Result, Segment
 
 __all__ = [
+    "CHECKS",
     "ConformanceError",
     "as_component",
     "check_loader",
@@ -42,14 +43,26 @@ __all__ = [
     "check_reporter",
     "check_template",
     "check_validator",
+    "CliResult",
     "fresh_registry",
     "register_plugin",
+    "run_cli",
     "sample_examples",
     "sample_results",
     "sftkit_cli",
     "sftkit_registry",
+    "validation_context",
 ]
 
+# The conformance check of each kind (the README hook reference and tests/test_docs.py use it).
+CHECKS = {
+    "loaders": "check_loader",
+    "templates": "check_template",
+    "masking_strategies": "check_masking_strategy",
+    "validators": "check_validator",
+    "metrics": "check_metric",
+    "reporters": "check_reporter",
+}
 PARTS = ("marker", "content", "end")
 ROLES = ("system", "user", "assistant")
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
