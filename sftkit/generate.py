@@ -1,0 +1,126 @@
+"""Batched greedy generation with left padding, stopping at EOS or the template's end of turn.
+
+Prompts are tokenized exactly as in training (``add_special_tokens=True``, the same
+tokenizer), sorted by length so that each batch holds prompts of similar length (little
+padding), left-padded, and decoded greedily with ``model.generate``. A sequence stops at the
+tokenizer's EOS, at the template's end-of-turn text (a token id when it is one token, a stop
+string otherwise) or after ``max_new_tokens``; the output is cut before the stop and returned
+in the original order.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+STOP_EOS = "eos"
+STOP_END_OF_TURN = "end_of_turn"
+STOP_LIMIT = "max_new_tokens"
+
+
+@dataclass
+class Generation:
+    """One generated output: the text (cut before the stop), its token count, why it stopped."""
+
+    text: str
+    tokens: int
+    stopped: str  # eos | end_of_turn | max_new_tokens
+
+    @property
+    def hit_limit(self) -> bool:
+        return self.stopped == STOP_LIMIT
+
+
+@dataclass(frozen=True)
+class Stops:
+    """What ends a generation: token ids, and texts that are longer than one token."""
+
+    token_ids: tuple[int, ...]
+    strings: tuple[str, ...]
+    eos_ids: tuple[int, ...]
+
+
+def stops_for(tokenizer: Any, end_texts: Iterable[str] = ()) -> Stops:
+    """EOS plus each end-of-turn text: as a token id when it is a single token, else a string."""
+    eos_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    ids, strings = list(eos_ids), []
+    for text in end_texts:
+        if not text or not text.strip():
+            continue
+        pieces = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(pieces) == 1:
+            if pieces[0] not in ids:
+                ids.append(pieces[0])
+        elif text not in strings:
+            strings.append(text)
+    return Stops(tuple(ids), tuple(strings), tuple(eos_ids))
+
+
+@contextmanager
+def left_padding(tokenizer: Any):
+    """Temporarily pad on the left (what decoder-only batched generation needs)."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.padding_side = side
+
+
+def _finish(tokenizer: Any, new_ids: Sequence[int], stops: Stops, max_new_tokens: int) -> Generation:
+    ids = list(new_ids)
+    stopped = None
+    for position, token in enumerate(ids):
+        if token in stops.token_ids:
+            stopped = STOP_EOS if token in stops.eos_ids else STOP_END_OF_TURN
+            ids = ids[:position]
+            break
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    for stop in stops.strings:
+        cut = text.find(stop)
+        if cut >= 0:
+            text, stopped = text[:cut], STOP_END_OF_TURN
+    if stopped is None:
+        stopped = STOP_LIMIT if len(ids) >= max_new_tokens else STOP_EOS
+    return Generation(text=text, tokens=len(ids), stopped=stopped)
+
+
+def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 64, batch_size: int = 16,
+             end_texts: Iterable[str] = (), progress: bool = True, description: str = "generating",
+             sort_by_length: bool = True) -> list[Generation]:
+    """Greedy outputs for ``prompts`` (in their order), ``batch_size`` prompts at a time."""
+    import torch
+
+    from sftkit.console import err_console, progress_disabled
+
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ValueError("batch_size and max_new_tokens must be at least 1")
+    stops = stops_for(tokenizer, end_texts)
+    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    order = list(range(len(prompts)))
+    if sort_by_length:
+        order.sort(key=lambda i: -len(encoded[i]))  # longest first: a memory problem shows at once
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops.eos_ids or (0,))[0]
+    options = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id,
+                   eos_token_id=list(stops.token_ids) or None, temperature=None, top_p=None, top_k=None)
+    if stops.strings:
+        options.update(stop_strings=list(stops.strings), tokenizer=tokenizer)
+    results: list[Generation | None] = [None] * len(prompts)
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err_console, disable=not progress or progress_disabled(), transient=True)
+    model.eval()
+    with bar, left_padding(tokenizer), torch.inference_mode():
+        task = bar.add_task(description, total=len(prompts))
+        for batch in batches:
+            padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+            output = model.generate(input_ids=padded["input_ids"].to(model.device),
+                                    attention_mask=padded["attention_mask"].to(model.device), **options)
+            width = padded["input_ids"].shape[1]
+            for row, index in enumerate(batch):
+                results[index] = _finish(tokenizer, output[row, width:].tolist(), stops, max_new_tokens)
+            bar.advance(task, len(batch))
+    return [r for r in results if r is not None]
