@@ -165,7 +165,7 @@ def chat_template(example: Example, context: RenderContext) -> list[Segment]:
                          hint="pass --model, or choose another --template such as chatml")
     turns = [{"role": m.role, "content": m.content} for m in example.turns()]
     segments: list[Segment] = []
-    rendered = ""
+    rendered = ""  # the template's own output so far (an EOS added below is not part of it)
     for index, message in enumerate(turns):
         text = tokenizer.apply_chat_template(turns[: index + 1], tokenize=False)
         if not text.startswith(rendered):
@@ -174,32 +174,53 @@ def chat_template(example: Example, context: RenderContext) -> list[Segment]:
                 "the earlier text, so turns cannot be masked reliably", row=example.row,
                 hint="use --template chatml (or another built-in template)")
         delta = text[len(rendered):]
+        role = message["role"]
+        head, content, tail = _split_turn(tokenizer, turns[: index + 1], rendered, delta)
         rendered = text
-        role, content = message["role"], message["content"]
-        at = delta.find(content) if content else len(delta)
-        if at < 0:
-            at = len(delta)
-            content = ""
-        head, tail = delta[:at], delta[at + len(content):]
         if head:
             segments.append(Segment(head, role, "marker", index))
         if content:
             segments.append(Segment(content, role, "content", index))
         if role == "assistant":
             end = tail.rstrip()
-            if not end:
+            if not end:  # the template does not close the turn: the EOS closes it (and trains)
                 end, trailer = context.eos_token, tail
-                rendered_extra = end
             else:
                 trailer = tail[len(end):]
-                rendered_extra = ""
             segments.append(Segment(end, role, "end", index))
             if trailer:
                 segments.append(Segment(trailer, role, "marker", index))
-            rendered += rendered_extra
         elif tail:
             segments.append(Segment(tail, role, "marker", index))
     return segments
+
+
+CONTENT_PROBE = "\ue000sftkit-content\ue001"  # private-use characters: never in a chat template
+
+
+def _split_turn(tokenizer, turns: list[dict], rendered: str, delta: str) -> tuple[str, str, str]:
+    """Split one turn's rendered text into (header, content, trailer).
+
+    The turn is rendered again with its content replaced by a probe string, so the content is
+    located by position, not searched for: content that also occurs in the header (a message
+    "assistant", "\\n", or an empty message) cannot be mistaken for it. A template that
+    changes the content (e.g. trims it) falls back to searching; content not found at all
+    stays in the header, which never trains under completion_only.
+    """
+    content = turns[-1]["content"]
+    probe = turns[:-1] + [{**turns[-1], "content": CONTENT_PROBE}]
+    probed = tokenizer.apply_chat_template(probe, tokenize=False)
+    if probed.startswith(rendered):
+        probe_delta = probed[len(rendered):]
+        at = probe_delta.find(CONTENT_PROBE)
+        if at >= 0:
+            head, tail = probe_delta[:at], probe_delta[at + len(CONTENT_PROBE):]
+            if head + content + tail == delta:
+                return head, content, tail
+    at = delta.find(content) if content else -1
+    if at < 0:
+        return delta, "", ""
+    return delta[:at], content, delta[at + len(content):]
 
 
 def plain(example: Example, context: RenderContext) -> list[Segment]:
