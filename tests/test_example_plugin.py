@@ -89,3 +89,21 @@ def test_validate_runs_the_plugins_validator_and_reporter(plugin_env, tmp_path):
     markdown = (reports / "validate.md").read_text()
     assert markdown.startswith("# ") and "profanity" in markdown
     assert result.returncode == (1 if data["summary"]["errors"] else 0)
+
+
+def test_eval_scores_with_the_plugins_metric(plugin_env, tmp_path):
+    out = tmp_path / "eval"
+    result = sftkit(plugin_env, "eval", "--model", "tiny-random", "--data", SAMPLE, "--template", "llama2_inst",
+                    "--metrics", "length_ratio", "--metric-option", "length_ratio.unit=chars", "--no-compare",
+                    "--max-new-tokens", "4", "--report-dir", out, "--json", out / "e.json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads((out / "e.json").read_text())
+    assert set(data["metrics"]) == {"length_ratio"}
+    scores = []
+    for example in data["examples"]:
+        assert example["prompt"].startswith("[INST] ") and example["prompt"].endswith(" [/INST]")
+        text = example["outputs"]["tuned"]["text"]
+        expected = len(text) / max(len(example["reference"]), 1)  # unit=chars reached the plugin
+        assert example["scores"]["tuned"]["length_ratio"] == pytest.approx(expected)
+        scores.append(expected)
+    assert data["metrics"]["length_ratio"]["tuned"]["value"] == pytest.approx(sum(scores) / len(scores))
