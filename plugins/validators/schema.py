@@ -50,11 +50,13 @@ def build_schema(spec: Any):
             typecheck = _is_label
         else:
             typecheck = _is_text
-        checks = [pa.Check(typecheck, element_wise=True, ignore_na=True, name="wrong_type")]
+        # Vectorised checks (one Series.map each): pandera's element-wise checks cost ~10x more.
+        checks = [pa.Check(lambda s, f=typecheck: s.map(f), ignore_na=True, name="wrong_type")]
         min_length = (spec.constraints.get(name) or {}).get("min_length")
         if min_length:
-            checks.append(pa.Check(lambda v, n=int(min_length): not isinstance(v, str) or len(v.strip()) >= n,
-                                   element_wise=True, ignore_na=True, name="empty_field"))
+            checks.append(pa.Check(lambda s, n=int(min_length): s.map(lambda v: not isinstance(v, str)
+                                                                       or len(v.strip()) >= n),
+                                   ignore_na=True, name="empty_field"))
         columns[name] = pa.Column(object, nullable=name not in required, checks=checks, required=True)
     return pa.DataFrameSchema(columns, strict=False), fields
 

@@ -32,13 +32,13 @@ MESSAGES = {
 }
 
 
-def _marker_mismatch(text: str, offsets: list, ids: list, marker: str, alone: list[int]) -> list[int] | None:
+def _marker_mismatch(text: str, offsets: list, starts: list[int], ids: list, marker: str,
+                     alone: list[int]) -> list[int] | None:
     """The token ids covering the first occurrence of ``marker`` if they differ from ``alone``."""
     start = text.find(marker)
     if start < 0:
         return None
     end = start + len(marker)
-    starts = [o[0] for o in offsets]
     first = bisect.bisect_right(starts, start) - 1
     last = bisect.bisect_left(starts, end)
     if first < 0:
@@ -46,6 +46,16 @@ def _marker_mismatch(text: str, offsets: list, ids: list, marker: str, alone: li
     covering = ids[first:last]
     aligned = offsets[first][0] == start and offsets[last - 1][1] == end
     return None if aligned and covering == alone else covering
+
+
+def prompt_token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
+    """Token ids of many prompts, as ``tokenizer(prompts)`` gives them (through the Rust tokenizer
+    directly when there is one and it neither truncates nor pads: three times faster)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and backend.truncation is None and backend.padding is None:
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        return [e.ids for e in encode(prompts, add_special_tokens=True)]
+    return tokenizer(prompts)["input_ids"]
 
 
 def tokenization(context, batch_size: int = 0, check_prefix: bool = True, samples: int = 3) -> Iterator[Issue]:
@@ -71,15 +81,15 @@ def tokenization(context, batch_size: int = 0, check_prefix: bool = True, sample
             items.append((segments, encoder.weights(segments)))
             prompts.append(generation_prompt(segments) if check_prefix else "")
         tokenized = tokenize_many(items, tokenizer, max_length)
-        prompt_ids = tokenizer([p for p in prompts])["input_ids"] if check_prefix else [None] * len(prompts)
+        prompt_ids = prompt_token_ids(tokenizer, prompts) if check_prefix else [None] * len(prompts)
         for example, (segments, _weights), tok, pids in zip(chunk.examples, items, tokenized, prompt_ids):
             row = example.row
             lengths[row] = tok.length_before_truncation
-            trained[row] = tok.num_trained
+            trained[row] = num_trained = len(tok.labels) - tok.labels.count(-100)
             codes = []
             if tok.trained_tokens_lost:
                 codes.append("truncated_response")
-            if tok.num_trained == 0:
+            if num_trained == 0:
                 codes.append("no_trainable_tokens")
             elif not tok.trained_tokens_lost and not _eos_trained(segments, tok, tokenizer.eos_token, eos):
                 codes.append("eos_not_trained")
@@ -93,8 +103,9 @@ def tokenization(context, batch_size: int = 0, check_prefix: bool = True, sample
                 n = min(len(pids), len(ids))
                 if list(pids[:n]) != list(ids[:n]):
                     codes.append("template_not_prefix_preserving")
+            starts = [o[0] for o in tok.offsets] if markers else []
             for marker, alone in markers.items():
-                covering = _marker_mismatch(tok.text, tok.offsets, ids, marker, alone)
+                covering = _marker_mismatch(tok.text, tok.offsets, starts, ids, marker, alone)
                 if covering is not None:
                     codes.append("marker_split")
                     split_example.setdefault(marker, {
@@ -118,15 +129,20 @@ def tokenization(context, batch_size: int = 0, check_prefix: bool = True, sample
 
 def _eos_trained(segments, tok, eos_text: str | None, eos_id: int | None) -> bool:
     """True when the final end segment (EOS / end of turn) is present and has trained tokens."""
-    ends = [i for i, s in enumerate(segments) if s.part == "end"]
-    if not ends or not segments[ends[-1]].text:
+    end = next((i for i in range(len(segments) - 1, -1, -1) if segments[i].part == "end"), None)
+    if end is None or not segments[end].text:
         return False
-    end = ends[-1]
-    weights = [w for w, s in zip(tok.weights, tok.segment_index) if s == end]
-    if not any(w > 0 for w in weights):
+    trained = False
+    for index in range(len(tok.segment_index) - 1, -1, -1):  # the end segment is at the end
+        if tok.segment_index[index] < end:
+            break
+        if tok.segment_index[index] == end and tok.weights[index] > 0:
+            trained = True
+            break
+    if not trained:
         return False
     if eos_id is not None and segments[end].text == eos_text:
-        return any(label == eos_id for label in tok.labels)
+        return eos_id in tok.labels
     return True
 
 
