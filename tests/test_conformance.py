@@ -129,22 +129,31 @@ def test_builtin_metric(name):
     assert all(len(values) == 4 for values in scores.values())
 
 
-@pytest.mark.parametrize("name", builtin("reporters"))
-def test_builtin_reporter(name, tmp_path):
-    written = check_reporter(BUILTINS.get("reporters", name), tmp_path, results=_realistic_results())
-    assert any(path is not None for path in written.values())
+@pytest.fixture(scope="module")
+def realistic_results(tmp_path_factory) -> list[Result]:
+    """validate and eval results as the engines produce them, on data holding a <script> string."""
+    from sftkit.testing import XSS
 
+    data = tmp_path_factory.mktemp("reporter_data") / "data.jsonl"
+    rows = [{"instruction": f"Repeat {XSS}", "input": "", "output": XSS},
+            {"instruction": "Say hi", "input": "", "output": "Hi"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    results = {r.kind: r for r in sample_results()}  # train: the generic sample (training costs minutes)
+    from sftkit.validation import run_validation
 
-def _realistic_results() -> list[Result]:
-    """Results as the commands produce them where an engine exists, else the generic samples."""
-    results = {r.kind: r for r in sample_results()}
-    try:
-        from sftkit.validation import run_validation
-    except ImportError:
-        run_validation = None
-    if run_validation is not None:
-        results["validate"] = run_validation(FIXTURES / "alpaca_small.json", spec="alpaca", model=None)
+    results["validate"] = run_validation(data, spec="alpaca", model=None)
+    from sftkit.evaluate import run_eval
+
+    report = run_eval("tiny-random", str(data), spec="alpaca", metrics=["exact_match"], no_compare=True,
+                      max_new_tokens=2, resamples=100)
+    results["eval"] = Result("eval", f"eval {XSS}", report)
     return list(results.values())
+
+
+@pytest.mark.parametrize("name", builtin("reporters"))
+def test_builtin_reporter(name, tmp_path, realistic_results):
+    written = check_reporter(BUILTINS.get("reporters", name), tmp_path, results=realistic_results)
+    assert {kind for kind, path in written.items() if path is not None} >= {"validate", "train", "eval"}
 
 
 # -- each check can fail -----------------------------------------------------------------------
