@@ -35,7 +35,7 @@ def canonical_label(raw: str, known: list[str]) -> str | None:
     return prefixed[0] if len(prefixed) == 1 else None
 
 
-def consistency(context, check_markers: bool = True) -> Iterator[Issue]:
+def consistency(context, find_markers: bool = True) -> Iterator[Issue]:
     """Template markers in data, conflicting labels, label variants, unknown labels, mixed formats."""
     spec = context.spec
     markers = set(context.markers)
@@ -57,7 +57,7 @@ def consistency(context, check_markers: bool = True) -> Iterator[Issue]:
             if example.is_conversation:
                 scheme = "/".join(sorted({m.role for m in example.messages or []}))
                 roles[scheme].append(row)
-            if check_markers:
+            if find_markers:
                 for _name, text in content_fields(example):
                     if "#" in text or "<" in text or "[" in text:
                         for marker in markers:

@@ -58,7 +58,7 @@ def prompt_token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
     return tokenizer(prompts)["input_ids"]
 
 
-def tokenization(context, batch_size: int = 0, check_prefix: bool = True, samples: int = 3) -> Iterator[Issue]:
+def tokenization(context, batch_size: int = 0, prefix_check: bool = True, samples: int = 3) -> Iterator[Issue]:
     """Truncated responses, untrained EOS, no trained tokens, double BOS, prefix and marker checks; token stats."""
     tokenizer, encoder = context.tokenizer, context.encoder
     if tokenizer is None:
@@ -79,9 +79,9 @@ def tokenization(context, batch_size: int = 0, check_prefix: bool = True, sample
         for example in chunk.examples:
             segments = encoder.segments(example)
             items.append((segments, encoder.weights(segments)))
-            prompts.append(generation_prompt(segments) if check_prefix else "")
+            prompts.append(generation_prompt(segments) if prefix_check else "")
         tokenized = tokenize_many(items, tokenizer, max_length)
-        prompt_ids = prompt_token_ids(tokenizer, prompts) if check_prefix else [None] * len(prompts)
+        prompt_ids = prompt_token_ids(tokenizer, prompts) if prefix_check else [None] * len(prompts)
         for example, (segments, _weights), tok, pids in zip(chunk.examples, items, tokenized, prompt_ids):
             row = example.row
             lengths[row] = tok.length_before_truncation
