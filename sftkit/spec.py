@@ -179,7 +179,23 @@ class DatasetSpec:
                 problems.append(("wrong_type", "messages", f"turn {index} content is a {type(content).__name__}"))
                 content = json.dumps(content, ensure_ascii=False, default=str)
             messages.append(Message(role, content))
+        _check_alternation(messages, problems)
         return messages
+
+
+def _check_alternation(messages: list[Message], problems: list) -> None:
+    """Note the first turn that breaks system*, user, assistant, user, assistant, ..."""
+    expected, started = "user", False
+    for index, message in enumerate(messages):
+        if message.role == "system" and not started:
+            continue
+        started = True
+        if message.role != expected:
+            problems.append(("non_alternating", "messages",
+                             f"turn {index} is {message.role}, expected {expected} (system first, then user and "
+                             f"assistant in turn)"))
+            return
+        expected = "assistant" if expected == "user" else "user"
 
 
 def lookup(record: dict, path: str) -> tuple[bool, Any]:

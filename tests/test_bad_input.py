@@ -68,12 +68,13 @@ def test_unreadable_input_names_file_and_line(name, options, error, line, row, f
         assert exc.row == row
 
 
-# The CLI through which data is read: validate once it exists (it is the pre-flight check),
-# preview otherwise; both go through sftkit.pipeline.
+# Through the CLI: validate (the pre-flight check) exits 2 with one message, no traceback,
+# and writes no report at all: nothing half-written that could pass for a complete check.
 @pytest.mark.parametrize("name, options, error, line, row, fragment", UNREADABLE, ids=[c[0] for c in UNREADABLE])
-def test_unreadable_input_exits_2_with_one_message(run_cli, name, options, error, line, row, fragment):
+def test_unreadable_input_exits_2_with_one_message(run_cli, tmp_path, name, options, error, line, row, fragment):
     path = BAD / name
-    result = run_cli("preview", path, "--model", "tiny-random", "--format", "json", "-n", "100")
+    reports = tmp_path / "reports"
+    result = run_cli("validate", path, "--no-tokenizer", "--report-dir", reports, "--json", tmp_path / "v.json")
     output = result.stdout + result.stderr
     assert result.exit_code == 2, output
     assert "Traceback" not in output
@@ -86,7 +87,23 @@ def test_unreadable_input_exits_2_with_one_message(run_cli, name, options, error
             assert f"line{line}:" in flat
         if row is not None:
             assert f"row{row}:" in flat
-    assert result.stdout == ""  # nothing that looks like a (partial) result
+    assert result.stdout == ""
+    assert not (tmp_path / "v.json").exists()
+    assert not reports.exists() or list(reports.iterdir()) == []
+
+
+def test_preview_and_train_refuse_a_broken_line_the_same_way(run_cli, tmp_path):
+    path = BAD / "broken_middle.jsonl"
+    preview = run_cli("preview", path, "--model", "tiny-random", "--format", "json", "-n", "10")
+    train = run_cli("train", "--data", path, "--model", "tiny-random", "--max-steps", "1",
+                    "--output-dir", tmp_path / "run")
+    for result in (preview, train):
+        assert result.exit_code == 2
+        assert "Traceback" not in result.stdout + result.stderr
+        assert squash(f"{path}, line 3: invalid JSON") in squash(result.stderr)
+    assert preview.stdout == ""
+    run = tmp_path / "run"
+    assert not run.exists() or list(run.iterdir()) == []  # no run files that look like a run
 
 
 # -- --skip-invalid: (file, lines or rows skipped, instructions of the records kept) ---------------------
@@ -133,6 +150,20 @@ def test_loader_without_skip_mode_never_leaks_an_error_object_as_a_record(tmp_pa
     with pytest.raises(DataError) as caught:
         next(records)
     assert caught.value.line == 2
+
+
+def test_validate_skip_invalid_lists_the_skipped_lines_in_output_and_report(run_cli, tmp_path):
+    path = BAD / "invalid_utf8.csv"
+    result = run_cli("validate", path, "--no-tokenizer", "--skip-invalid", "--report-dir", tmp_path,
+                     "--only", "schema")
+    assert result.exit_code == 0, result.stderr
+    assert squash(f"skipped: line 3: {path}, line 3: invalid UTF-8") in squash(result.stderr)
+    report = json.loads((tmp_path / "validate.json").read_text())
+    assert report["summary"]["rows"] == 2
+    assert [(s["line"], s["row"]) for s in report["dataset"]["skipped_lines"]] == [(3, None)]
+    html = (tmp_path / "validate.html").read_text()
+    assert "1 broken lines skipped" in html and "Skipped lines (1, not checked)" in html
+    assert "line 3: invalid UTF-8" in html
 
 
 def test_cli_skip_invalid_lists_the_skipped_line(run_cli):
@@ -278,8 +309,46 @@ def test_empty_content_and_malformed_conversations_are_row_problems():
         3: [("missing_field", "messages", "the conversation has no turns")],
         4: [("wrong_type", "messages", "messages is a str, expected a list")],
         5: [("wrong_type", "messages", "turn 0 is a list, expected an object"),
-            ("wrong_type", "messages", "turn 1 content is a int")],
+            ("wrong_type", "messages", "turn 1 content is a int"),
+            ("non_alternating", "messages",
+             "turn 0 is assistant, expected user (system first, then user and assistant in turn)")],
     }
+
+
+def test_non_alternating_turns_are_row_problems():
+    assert _problems("non_alternating.jsonl") == {
+        0: [("non_alternating", "messages",
+             "turn 1 is user, expected assistant (system first, then user and assistant in turn)")],
+        1: [("non_alternating", "messages",
+             "turn 0 is assistant, expected user (system first, then user and assistant in turn)")],
+        2: None,  # a question without an answer: validate reports it as empty_output
+    }
+
+
+# (file, extra validate options, {(code, (rows...))} that must be among the issues)
+QUALITY = [
+    ("wrong_types.jsonl", [], {("missing_field", (1,)), ("wrong_type", (4,)), ("wrong_type", (0, 2, 3)),
+                               ("empty_output", (1,))}),
+    ("missing_columns.jsonl", [], {("missing_field", (1, 3))}),
+    ("unknown_roles.jsonl", [], {("wrong_type", (1, 2))}),
+    ("non_alternating.jsonl", [], {("non_alternating", (0, 1)), ("empty_output", (2,))}),
+    ("empty_content.jsonl", [], {("missing_field", (2, 3)), ("wrong_type", (4, 5)), ("empty_output", (1, 2, 3, 4))}),
+    ("sharegpt_bad.json", [], {("missing_field", (2,)), ("wrong_type", (1, 2))}),
+    ("nan_empty.csv", [], {("missing_field", (4,)), ("empty_output", (1, 3, 4))}),
+    ("wrong_types.parquet", [], {("missing_field", (2,)), ("missing_field", (1,)), ("wrong_type", (0, 1)),
+                                 ("wrong_type", (0, 2))}),
+    ("wrong_schema.parquet", ["--spec", "alpaca"], {("missing_field", (0, 1, 2))}),
+]
+
+
+@pytest.mark.parametrize("name, options, expected", QUALITY, ids=[c[0] for c in QUALITY])
+def test_data_quality_problems_are_validation_issues_with_rows(run_cli, tmp_path, name, options, expected):
+    result = run_cli("validate", BAD / name, *options, "--no-tokenizer", "--report-dir", tmp_path)
+    assert result.exit_code == 1, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    issues = json.loads((tmp_path / "validate.json").read_text())["issues"]
+    found = {(i["code"], tuple(i["rows"])) for i in issues if i["severity"] == "error"}
+    assert expected <= found
 
 
 TEMPLATES_WITHOUT_TOKENIZER_NEEDS = ("alpaca", "simple", "human_assistant", "chatml", "plain", "custom")

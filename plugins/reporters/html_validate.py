@@ -78,6 +78,12 @@ def render(result: Result) -> str:
         ("infos", summary["infos"]), ("spec", dataset.get("spec")), ("template", dataset.get("template")),
         ("masking", dataset.get("masking")), ("max length", dataset.get("max_length")),
     ]) + f'<p class="muted">{esc(dataset.get("path"))}: {esc(dataset.get("note"))}</p>')]
+    skipped = dataset.get("skipped_lines") or []
+    if skipped:  # --skip-invalid: say plainly that these lines were not checked
+        body.append(section(f"Skipped lines ({len(skipped)}, not checked)",
+                            table(["line", "row", "message"], [(e.get("line"), e.get("row"), e.get("message"))
+                                                               for e in skipped], table_id="skipped"),
+                            anchor="skipped"))
     issue_rows = [(_pill(i["severity"]), i["validator"], i["code"], i["message"], len(i["rows"]), _rows_text(i["rows"]))
                   for i in issues]
     body.append(section("Issues", table(["severity", "validator", "code", "message", "rows", "row indices"],
@@ -104,4 +110,6 @@ def render(result: Result) -> str:
             parts.append(token_view([(text, weight) for text, weight in view["tokens"]]))
         body.append(section("Token / mask view", "".join(parts), anchor="tokens"))
     subtitle = f'{dataset.get("path")} · {summary["rows"]} rows · {summary["errors"]} errors, {summary["warnings"]} warnings'
+    if skipped:
+        subtitle += f" · {len(skipped)} broken lines skipped"
     return page(result.title, subtitle, "".join(body))
