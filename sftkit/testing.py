@@ -312,7 +312,8 @@ def check_template(
     in an assistant ``content`` segment, followed by a non-empty ``end`` segment and nothing but
     markers after it; the prompt text present; the same output twice; the example unchanged.
     Also: declared ``markers`` appear in some rendering; ``special_tokens`` and ``jinja`` are
-    strings. With a ``tokenizer``, completion-only masking trains the response's tokens.
+    strings. With a ``tokenizer``: completion-only masking trains the response's tokens, and a
+    ``jinja`` chat template renders the same text and generation prompt as the template.
     Returns the segments of each example.
     """
     component = as_component("templates", template)
@@ -326,6 +327,7 @@ def check_template(
 
         context = context_for(tokenizer) if tokenizer is not None else RenderContext(eos_token="</s>", bos_token="<s>")
     rendered: list[list[Segment]] = []
+    done: list[Example] = []  # the examples that rendered, aligned with ``rendered``
     if bound is None:
         problems.check()
     for example in examples:
@@ -337,6 +339,7 @@ def check_template(
             problems.add(f"row {example.row}: returned {type(segments).__name__}, expected a list of sftkit.Segment")
             continue
         rendered.append(segments)
+        done.append(example)
         _check_segments(example, segments, context, problems)
         ok, again = _call(problems, f"rendering row {example.row} a second time", bound, example, context)
         if ok and again != segments:
@@ -361,7 +364,9 @@ def check_template(
     if jinja is not None and not isinstance(jinja, str):
         problems.add(f"attribute jinja must be a string (a chat template), got {type(jinja).__name__}")
     if tokenizer is not None and rendered:
-        _check_trained_tokens(examples, rendered, tokenizer, problems)
+        _check_trained_tokens(done, rendered, tokenizer, problems)
+        if isinstance(jinja, str):
+            _check_jinja(jinja, done, rendered, tokenizer, problems)
     problems.check()
     return rendered
 
@@ -409,6 +414,29 @@ def _check_segments(example: Example, segments: list[Segment], context: RenderCo
     for text in wanted:
         if text not in prompt_side:
             problems.add(f"{where}: the prompt text {text!r} is missing from the rendering")
+
+
+def _check_jinja(jinja: str, examples, rendered, tokenizer, problems: _Problems) -> None:
+    """The ``jinja`` chat template saved with trained models renders what the template renders."""
+    from sftkit.pipeline import generation_prompt
+    from sftkit.runs import chat_messages
+
+    saved = tokenizer.chat_template
+    tokenizer.chat_template = jinja
+    try:
+        for example, segments in zip(examples, rendered):
+            joined = "".join(s.text for s in segments)
+            full = tokenizer.apply_chat_template(chat_messages(example, include_response=True), tokenize=False)
+            if full != joined:
+                problems.add(f"row {example.row}: the jinja chat template renders {full!r}, the template {joined!r}")
+            prompt = tokenizer.apply_chat_template(chat_messages(example), tokenize=False, add_generation_prompt=True)
+            if prompt != generation_prompt(segments):
+                problems.add(f"row {example.row}: the jinja generation prompt {prompt!r} differs from the "
+                             f"rendered prompt {generation_prompt(segments)!r}")
+    except Exception as exc:  # a Jinja syntax or runtime error
+        problems.add(f"the jinja chat template fails: {type(exc).__name__}: {exc}")
+    finally:
+        tokenizer.chat_template = saved
 
 
 def _check_trained_tokens(examples, rendered, tokenizer, problems: _Problems) -> None:

@@ -185,6 +185,23 @@ def test_check_template_catches(template, message):
     assert f"template {template.__name__!r} (plugin (under test))" in str(caught.value)
 
 
+def test_check_template_compares_the_jinja_form(tokenizer):
+    def qa(example, context):
+        """Q:/A: with a Jinja form that forgets the end token."""
+        return [Segment("Q: ", "user", "marker", 0), Segment(example.prompt_text(), "user", "content", 0),
+                Segment(" A:", "assistant", "marker", 1), Segment(example.response_text(), "assistant", "content", 1),
+                Segment(context.eos_token, "assistant", "end", 1)]
+
+    qa.jinja = ("{% for m in messages %}{% if m.role == 'user' %}Q: {{ m.content }}{% elif m.role == 'assistant' %}"
+                " A:{{ m.content }}{% endif %}{% endfor %}{% if add_generation_prompt %} A:{% endif %}")
+    single = [Example(instruction="Say hi", output="hi")]
+    with pytest.raises(ConformanceError,
+                       match="the jinja chat template renders 'Q: Say hi A:hi', the template 'Q: Say hi A:hi<"):
+        check_template(qa, examples=single, tokenizer=tokenizer)
+    qa.jinja = qa.jinja.replace("{% endif %}{% endfor %}", "{{ eos_token }}{% endif %}{% endfor %}")
+    assert check_template(qa, examples=single, tokenizer=tokenizer)[0][-1].text == tokenizer.eos_token
+
+
 def test_check_template_needs_a_docstring_and_a_signature():
     def nodoc(example, context):
         return no_end(example, context)
