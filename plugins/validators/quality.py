@@ -18,16 +18,23 @@ VAGUE_PHRASES = {"do it", "help", "help me", "continue", "fix this", "fix it", "
 # Mojibake: UTF-8 read as Latin-1/cp1252 (Ã©, â€™, Â ), the replacement character, control
 # characters, and the "+?" residue of accented letters lost in a bad conversion (Sepp+?l+?).
 ENCODING_ARTIFACT = re.compile(
-    "\ufffd"
-    r"|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+    "[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
     "|\u00c3[\u0080-\u00bf]|\u00c2[\u00a0-\u00bf]|\u00e2\u20ac"
-    r"|(?:(?<=[^\W\d_])|(?<=\s))\+[?_](?=[^\W_]|[\s'.,?+]|$)"
+)
+PLUS_MOJIBAKE = re.compile(
+    r"(?:(?<=[^\W\d_])|(?<=\s))\+[?_](?=[^\W_]|[\s'.,?+]|$)"
     r"|(?<=[^\W\d_])\+\+(?=[^\W\d_])"
 )
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 PHONE = re.compile(r"(?<![\w.])(?<!\d[\s.-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,3}"
                    r"(?![\w.])(?![\s.-]\d)")
+DIGIT_RUN = re.compile(r"\d[\d\s().+-]{8,}\d")  # a cheap test before the phone and card patterns
 CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
+
+
+def has_encoding_artifact(text: str) -> bool:
+    """Mojibake, U+FFFD or control characters in a text."""
+    return bool(ENCODING_ARTIFACT.search(text) or ("+" in text and PLUS_MOJIBAKE.search(text)))
 
 
 def luhn(digits: str) -> bool:
@@ -46,6 +53,8 @@ def pii_kinds(text: str) -> set[str]:
     kinds = set()
     if "@" in text and EMAIL.search(text):
         kinds.add("email")
+    if not DIGIT_RUN.search(text):
+        return kinds
     for match in CARD.finditer(text):
         digits = re.sub(r"\D", "", match.group())
         if 13 <= len(digits) <= 19 and luhn(digits):
@@ -101,7 +110,7 @@ def quality(context, min_output_chars: int = 3, min_instruction_words: int = 3, 
             if norm_out == norm_in or (len(norm_in) >= 20 and norm_in in norm_out and len(norm_in) >= 0.8 * len(norm_out)):
                 flagged["output_copies_prompt"].append(row)
         texts = f"{prompt}\n{response}"
-        if ENCODING_ARTIFACT.search(texts):
+        if has_encoding_artifact(texts):
             flagged["encoding_artifact"].append(row)
         if max_repeat_fraction < 1 and repeat_fraction(response) > max_repeat_fraction:
             flagged["repetitive_output"].append(row)
