@@ -25,6 +25,7 @@ class Generation:
     text: str
     tokens: int
     stopped: str  # eos | end_of_turn | max_new_tokens
+    token_ids: tuple[int, ...] = ()
 
     @property
     def hit_limit(self) -> bool:
@@ -82,7 +83,7 @@ def _finish(tokenizer: Any, new_ids: Sequence[int], stops: Stops, max_new_tokens
             text, stopped = text[:cut], STOP_END_OF_TURN
     if stopped is None:
         stopped = STOP_LIMIT if len(ids) >= max_new_tokens else STOP_EOS
-    return Generation(text=text, tokens=len(ids), stopped=stopped)
+    return Generation(text=text, tokens=len(ids), stopped=stopped, token_ids=tuple(ids))
 
 
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 64, batch_size: int = 16,

@@ -1,0 +1,137 @@
+"""Batched greedy generation (sftkit.generate) on the tiny random model: left padding, the
+same tokens as one prompt at a time, stops at EOS / end of turn / max-new-tokens, and
+prompts that are the training text minus the response."""
+from __future__ import annotations
+
+import pytest
+
+from sftkit.generate import STOP_END_OF_TURN, STOP_EOS, STOP_LIMIT, generate, stops_for
+
+PROMPTS = [
+    "Classify the sentiment: profits rose.",
+    "Hi",
+    "Summarize the following dialogue between two friends who meet at the station and talk about trains.",
+    "What is the capital of France? Answer in one word.",
+    "One more prompt of a middling length here.",
+]
+
+
+@pytest.fixture(scope="module")
+def model():
+    """tiny-random with larger seeded weights: its greedy outputs vary instead of repeating one token."""
+    import torch
+
+    from sftkit.models import load_model
+
+    model = load_model("tiny-random")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from sftkit.models import load_tokenizer
+
+    return load_tokenizer("tiny-random")
+
+
+def first_new_token(ids: tuple[int, ...], tok, start: int = 2) -> int:
+    """An index k >= start whose token first appears at k and is a single token on its own."""
+    for k in range(start, len(ids)):
+        if ids[k] in ids[:k] or ids[k] == tok.eos_token_id:
+            continue
+        text = tok.decode([ids[k]])
+        if text.strip() and tok(text, add_special_tokens=False)["input_ids"] == [ids[k]]:
+            return k
+    pytest.skip("the random model produced no usable stop token")
+
+
+def test_batched_equals_one_prompt_at_a_time(model, tok):
+    batched = generate(model, tok, PROMPTS, max_new_tokens=12, batch_size=4, progress=False)
+    single = generate(model, tok, PROMPTS, max_new_tokens=12, batch_size=1, progress=False)
+    assert [g.token_ids for g in batched] == [g.token_ids for g in single]
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert all(g.tokens == 12 and g.stopped == STOP_LIMIT for g in single)
+    assert tok.padding_side == "right"  # restored after generation
+
+
+def test_prompts_are_left_padded_and_answers_come_back_in_order(model, tok, monkeypatch):
+    seen = []
+    original = model.generate
+
+    def spy(**kwargs):
+        seen.append((kwargs["input_ids"].clone(), kwargs["attention_mask"].clone()))
+        return original(**kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    out = generate(model, tok, PROMPTS, max_new_tokens=3, batch_size=len(PROMPTS), progress=False)
+    ids, mask = seen[0]
+    lengths = [len(tok(p)["input_ids"]) for p in PROMPTS]
+    assert ids.shape == (len(PROMPTS), max(lengths))
+    assert mask[:, -1].all()  # every row ends with its last prompt token: padding is on the left
+    assert sorted(mask.sum(dim=1).tolist(), reverse=True) == sorted(lengths, reverse=True)
+    assert mask.sum(dim=1).tolist() == sorted(lengths, reverse=True)  # longest first
+    short = mask.sum(dim=1).argmin()
+    assert (ids[short, : ids.shape[1] - min(lengths)] == tok.pad_token_id).all()
+    monkeypatch.undo()
+    alone = [generate(model, tok, [p], max_new_tokens=3, progress=False)[0].token_ids for p in PROMPTS]
+    assert [g.token_ids for g in out] == alone  # original order restored
+
+
+def test_stops_at_the_end_of_turn_token(model, tok):
+    free = generate(model, tok, PROMPTS[:1], max_new_tokens=10, progress=False)[0]
+    k = first_new_token(free.token_ids, tok)
+    end = tok.decode([free.token_ids[k]])
+    assert stops_for(tok, [end]).token_ids[-1] == free.token_ids[k]
+    cut = generate(model, tok, PROMPTS[:1], max_new_tokens=10, end_texts=[end], progress=False)[0]
+    assert cut.stopped == STOP_END_OF_TURN
+    assert cut.token_ids == free.token_ids[:k] and cut.tokens == k
+    assert cut.text == tok.decode(list(free.token_ids[:k]), skip_special_tokens=True)
+
+
+def test_stops_at_eos(model, fresh_tokenizer):
+    tok = fresh_tokenizer
+    free = generate(model, tok, PROMPTS[:1], max_new_tokens=10, progress=False)[0]
+    k = first_new_token(free.token_ids, tok)
+    tok.eos_token = tok.convert_ids_to_tokens(free.token_ids[k])
+    cut = generate(model, tok, PROMPTS[:1], max_new_tokens=10, progress=False)[0]
+    assert cut.stopped == STOP_EOS and cut.token_ids == free.token_ids[:k]
+
+
+def test_stops_at_an_end_text_of_several_tokens(model, tok):
+    free = generate(model, tok, PROMPTS[:1], max_new_tokens=12, progress=False)[0]
+    k = first_new_token(free.token_ids, tok, start=3)
+    end = tok.decode(list(free.token_ids[k:k + 2]))
+    if len(tok(end, add_special_tokens=False)["input_ids"]) < 2 or end in free.text[: free.text.find(end)]:
+        pytest.skip("the two tokens merge into one; nothing to test")
+    assert end in stops_for(tok, [end]).strings
+    cut = generate(model, tok, PROMPTS[:1], max_new_tokens=12, end_texts=[end], progress=False)[0]
+    assert cut.stopped == STOP_END_OF_TURN
+    assert cut.text == free.text[: free.text.find(end)]
+
+
+def test_prompt_is_the_training_text_minus_the_response(tokenizer):
+    from sftkit import Example
+    from sftkit.pipeline import Encoder, end_of_turn
+
+    encoder = Encoder.build(template="alpaca", tokenizer=tokenizer)
+    example = Example(instruction="Classify the sentiment.", input="Profits rose.", output="positive")
+    prompt = encoder.prompt(example)
+    trained = encoder.encode(example)
+    assert trained.text == prompt + "positive" + tokenizer.eos_token
+    assert prompt.endswith("### Response:\n")
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    assert trained.input_ids[: len(prompt_ids)] == prompt_ids  # the same tokens as in training
+    assert all(label == -100 for label in trained.labels[: len(prompt_ids)])
+    assert end_of_turn(encoder.segments(example)) == tokenizer.eos_token
+
+
+def test_bad_settings_are_rejected(model, tok):
+    with pytest.raises(ValueError):
+        generate(model, tok, PROMPTS, batch_size=0, progress=False)
+    with pytest.raises(ValueError):
+        generate(model, tok, PROMPTS, max_new_tokens=0, progress=False)
