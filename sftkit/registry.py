@@ -169,6 +169,14 @@ class Component:
         )
 
 
+def describe(func: Callable, kind: str) -> str:
+    """``template 'x' from plugin y`` for a bound component; the kind and name otherwise (for messages)."""
+    comp = getattr(func, "component", None)
+    if isinstance(comp, Component):
+        return comp._where("").rstrip()
+    return f"{SINGULAR.get(kind, kind)} {getattr(func, '__name__', kind)!r}"
+
+
 def call_component(component: Component, *args: Any, **kwargs: Any) -> Any:
     """Call a component; an unexpected exception from a third-party one becomes a PluginError.
 

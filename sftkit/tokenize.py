@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from sftkit.errors import PluginError
+from sftkit.registry import describe
 from sftkit.types import Example, RenderContext, Segment, TokenizedExample
 
 IGNORE_INDEX = -100
@@ -21,19 +22,22 @@ def render(example: Example, template: Callable, context: RenderContext) -> list
     """Render an example with a template, checking the template returned segments."""
     segments = template(example, context)
     if not isinstance(segments, list) or not all(isinstance(s, Segment) for s in segments):
-        name = getattr(template, "__name__", "template")
-        raise PluginError(f"template {name!r} returned {type(segments).__name__}, expected a list of Segment",
-                          hint="return [Segment(text, role, part, turn), ...]")
+        raise PluginError(f"{describe(template, 'templates')} returned {type(segments).__name__}, expected a list "
+                          "of Segment", hint="return [Segment(text, role, part, turn), ...]")
     return segments
 
 
 def mask(segments: list[Segment], strategy: Callable) -> list[float]:
     """Loss weights per segment from a masking strategy, checked for length and range."""
-    weights = [float(w) for w in strategy(segments)]
+    raw = strategy(segments)
+    try:
+        weights = [float(w) for w in raw]
+    except (TypeError, ValueError):
+        raise PluginError(f"{describe(strategy, 'masking_strategies')} returned {type(raw).__name__}, expected a "
+                          "list of numbers", hint="return one weight in [0, 1] per segment") from None
     if len(weights) != len(segments):
-        name = getattr(strategy, "__name__", "masking strategy")
-        raise PluginError(f"masking strategy {name!r} returned {len(weights)} weights for {len(segments)} segments",
-                          hint="return exactly one weight per segment")
+        raise PluginError(f"{describe(strategy, 'masking_strategies')} returned {len(weights)} weights for "
+                          f"{len(segments)} segments", hint="return exactly one weight per segment")
     return weights
 
 

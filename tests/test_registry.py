@@ -362,3 +362,34 @@ def test_unknown_component_suggests_the_closest_name():
         get_registry().get("templates", "alpacca")
     assert "unknown template 'alpacca'; available:" in str(caught.value) and caught.value.hint == (
         "did you mean 'alpaca'?")
+
+
+def test_wrong_return_types_name_the_plugin(register_plugin, sftkit_registry):
+    from sftkit import Example, hookimpl
+    from sftkit.pipeline import Encoder
+
+    class Sloppy:
+        @staticmethod
+        def text_template(example, context):
+            """Returns a string instead of segments."""
+            return example.output
+
+        @staticmethod
+        def nothing(segments):
+            """Forgets to return."""
+
+        @hookimpl
+        def register_templates(self, register):
+            register(self.text_template)
+
+        @hookimpl
+        def register_masking_strategies(self, register):
+            register(self.nothing)
+
+    register_plugin(Sloppy(), name="sloppy")
+    example = Example(instruction="a", output="b")
+    with pytest.raises(PluginError, match="template 'text_template' from plugin sloppy returned str, expected a list"):
+        Encoder.build(template="text_template", registry=sftkit_registry).segments(example)
+    encoder = Encoder.build(template="alpaca", masking="nothing", registry=sftkit_registry)
+    with pytest.raises(PluginError, match="masking strategy 'nothing' from plugin sloppy returned NoneType, expected"):
+        encoder.weights(encoder.segments(example))
