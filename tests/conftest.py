@@ -3,7 +3,6 @@ tokenizer, tiny models, and an in-process CLI runner."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -58,30 +57,9 @@ def tiny_model():
     return load_model("tiny-random")
 
 
-@dataclass
-class CliResult:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
 @pytest.fixture
-def run_cli(monkeypatch):
-    """Run ``sftkit ARGS`` in-process; returns exit code, stdout and stderr."""
-    from click.testing import CliRunner
+def run_cli():
+    """Run ``sftkit ARGS`` in-process; returns exit code, stdout and stderr (``sftkit.testing.run_cli``)."""
+    from sftkit.testing import run_cli
 
-    from sftkit.cli import main
-
-    def run(*args: str, env: dict | None = None) -> CliResult:
-        runner = CliRunner()
-        with runner.isolation(env=env) as (out, err, _mixed):
-            try:
-                main([str(a) for a in args])
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            stdout = out.getvalue().decode("utf-8", "replace")
-            stderr = err.getvalue().decode("utf-8", "replace")
-        return CliResult(code, stdout, stderr)
-
-    return run
+    return run_cli
