@@ -219,12 +219,20 @@ def _check_common(component: Component, problems: _Problems) -> None:
                          "command line (use str, int, float, bool, None or a list)")
 
 
-def _bind(component: Component, options: dict | None, problems: _Problems) -> Callable | None:
+def _start(kind: str, component: Any, options: dict | None) -> tuple[Component, _Problems, Callable]:
+    """The component, its problem list (common checks done) and the callable bound with ``options``.
+
+    Raises ConformanceError at once when the options cannot be bound (nothing can be called).
+    """
+    component = as_component(kind, component)
+    problems = _Problems(component)
+    _check_common(component, problems)
     try:
-        return component.bind(options or {})
+        bound = component.bind(options or {})
     except SftkitError as exc:
         problems.add(f"cannot be bound with options {options or {}}: {exc}")
-        return None
+        problems.check()
+    return component, problems, bound
 
 
 def _call(problems: _Problems, what: str, func: Callable, *args: Any) -> tuple[bool, Any]:
@@ -316,10 +324,7 @@ def check_template(
     ``jinja`` chat template renders the same text and generation prompt as the template.
     Returns the segments of each example.
     """
-    component = as_component("templates", template)
-    problems = _Problems(component)
-    _check_common(component, problems)
-    bound = _bind(component, options, problems)
+    component, problems, bound = _start("templates", template, options)
     own_examples = examples is not None
     examples = list(examples) if own_examples else sample_examples()
     if context is None:
@@ -328,8 +333,6 @@ def check_template(
         context = context_for(tokenizer) if tokenizer is not None else RenderContext(eos_token="</s>", bos_token="<s>")
     rendered: list[list[Segment]] = []
     done: list[Example] = []  # the examples that rendered, aligned with ``rendered``
-    if bound is None:
-        problems.check()
     for example in examples:
         before = copy.deepcopy(example)
         ok, segments = _call(problems, f"rendering row {example.row}", bound, example, context)
@@ -467,12 +470,7 @@ def check_masking_strategy(
     modified, the same weights come back twice, and an empty list gives no weights.
     Returns the weights for each segment list.
     """
-    component = as_component("masking_strategies", strategy)
-    problems = _Problems(component)
-    _check_common(component, problems)
-    bound = _bind(component, options, problems)
-    if bound is None:
-        problems.check()
+    component, problems, bound = _start("masking_strategies", strategy, options)
     samples = list(segment_lists) if segment_lists is not None else [_reference_segments(e) for e in sample_examples()]
     results = []
     for index, segments in enumerate(list(samples) + [[]]):
@@ -520,12 +518,7 @@ def check_loader(
     ``sftkit.DataError`` that names the file; ``suffixes`` start with a dot; ``matches`` is
     callable. Returns the records.
     """
-    component = as_component("loaders", loader)
-    problems = _Problems(component)
-    _check_common(component, problems)
-    bound = _bind(component, options, problems)
-    if bound is None:
-        problems.check()
+    component, problems, bound = _start("loaders", loader, options)
     path = Path(path)
     got: list = []
     ok, stream = _call(problems, f"reading {path}", bound, path)
@@ -632,12 +625,7 @@ def check_validator(
     examples are not modified. Pass your own ``context`` (or ``examples``) to trigger issues.
     Returns the issues.
     """
-    component = as_component("validators", validator)
-    problems = _Problems(component)
-    _check_common(component, problems)
-    bound = _bind(component, options, problems)
-    if bound is None:
-        problems.check()
+    component, problems, bound = _start("validators", validator, options)
     if context is None:
         context = validation_context(examples if examples is not None else sample_examples())
     before = copy.deepcopy(list(context.examples))
@@ -701,12 +689,7 @@ def check_metric(
     scores come back twice, and an ``aggregate`` attribute returns finite floats for known
     sub-metrics. Returns the scores.
     """
-    component = as_component("metrics", metric)
-    problems = _Problems(component)
-    _check_common(component, problems)
-    bound = _bind(component, options, problems)
-    if bound is None:
-        problems.check()
+    component, problems, bound = _start("metrics", metric, options)
     if predictions is None:
         predictions = ["positive", "The cat sat on the mat.", "", "Ünïcödé text 😀 <b>x</b>"]
         references = ["positive", "A cat was sitting on the mat.", "negative", "Ünïcödé text 😀"]
@@ -763,12 +746,7 @@ def check_reporter(
     temporary file is left behind; HTML and Markdown output escapes a ``<script>`` string that
     came from the data. Returns ``{result kind: path or None}``.
     """
-    component = as_component("reporters", reporter)
-    problems = _Problems(component)
-    _check_common(component, problems)
-    bound = _bind(component, options, problems)
-    if bound is None:
-        problems.check()
+    component, problems, bound = _start("reporters", reporter, options)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path | None] = {}
