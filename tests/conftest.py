@@ -12,6 +12,9 @@ SHARED_DATA = Path(os.environ.get("SFTKIT_SHARED_DATA", ROOT.parent / "shared" /
 FIXTURES = Path(__file__).resolve().parent / "data"
 
 os.environ.setdefault("SFTKIT_NO_PROGRESS", "1")
+# Only the built-ins: third-party plugins installed in this environment must not change test results
+# (tests that want one load it explicitly: tests/test_registry.py, tests/test_example_plugin.py).
+os.environ.setdefault("SFTKIT_LOAD_PLUGINS", "")
 # The test machines have no hub: fail fast instead of retrying the network for ~50 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
