@@ -9,9 +9,10 @@ import difflib
 import importlib
 import inspect
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pluggy
 
@@ -187,28 +188,29 @@ def call_component(component: Component, *args: Any, **kwargs: Any) -> Any:
     """
     if component.builtin:
         return component.func(*args, **kwargs)
-    try:
+    with blamed_on(component):
         result = component.func(*args, **kwargs)
-    except SftkitError:
-        raise
-    except Exception as exc:
-        if debug_enabled():
-            raise
-        raise component.failure(exc) from exc
     if inspect.isgenerator(result):
         return _guarded(component, result)
     return result
 
 
-def _guarded(component: Component, generator: Any) -> Any:
+@contextmanager
+def blamed_on(component: Component) -> Iterator[None]:
+    """Turn an unexpected exception inside the block into the component's PluginError."""
     try:
-        return (yield from generator)
+        yield
     except SftkitError:
         raise
     except Exception as exc:
         if debug_enabled():
             raise
         raise component.failure(exc) from exc
+
+
+def _guarded(component: Component, generator: Any) -> Any:
+    with blamed_on(component):
+        return (yield from generator)
 
 
 def coerce_option(value: Any, default: Any) -> Any:
