@@ -331,7 +331,7 @@ class Registry:
 
     def _check_hook_names(self, plugin: Any, status: PluginStatus) -> None:
         """Record hook implementations whose name is not a sftkit hook (a typo such as register_template)."""
-        known = [f"register_{kind}" for kind in hookspecs.KINDS]
+        known = [name for name, caller in vars(self.pm.hook).items() if getattr(caller, "spec", None) is not None]
         for attr in dir(plugin):
             try:
                 if attr in known or self.pm.parse_hookimpl_opts(plugin, attr) is None:
@@ -340,7 +340,7 @@ class Registry:
                 continue
             close = difflib.get_close_matches(attr, known, n=1)
             status.fail(f"{attr} is not a sftkit hook (hint: "
-                        + (f"did you mean {close[0]}?" if close else "hooks are " + ", ".join(known)) + ")")
+                        + (f"did you mean {close[0]}?" if close else "hooks are " + ", ".join(sorted(known))) + ")")
 
     def _register_function(self, kind: str, status: PluginStatus) -> Callable:
         def register(component: Callable, name: str | None = None) -> None:

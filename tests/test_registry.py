@@ -393,3 +393,38 @@ def test_wrong_return_types_name_the_plugin(register_plugin, sftkit_registry):
     encoder = Encoder.build(template="alpaca", masking="nothing", registry=sftkit_registry)
     with pytest.raises(PluginError, match="masking strategy 'nothing' from plugin sloppy returned NoneType, expected"):
         encoder.weights(encoder.segments(example))
+
+
+def test_a_deprecated_hook_warns_through_pluggy(sftkit_registry):
+    """The hook evolution policy's mechanism: a spec marked warn_on_impl warns each implementing plugin."""
+    from sftkit import hookimpl
+    from sftkit.hookspecs import hookspec
+
+    class OldSpecs:
+        @hookspec(warn_on_impl=DeprecationWarning("register_old_things is deprecated: use register_templates"))
+        def register_old_things(self, register):
+            """A hook due for removal."""
+
+        @hookspec(warn_on_impl_args={"legacy": DeprecationWarning("the legacy argument goes in 0.3")})
+        def register_with_args(self, register, legacy):
+            """A hook whose argument is due for removal."""
+
+    class Plugin:
+        @hookimpl
+        def register_old_things(self, register):
+            pass
+
+        @hookimpl
+        def register_with_args(self, register, legacy):
+            pass
+
+        @hookimpl
+        def register_templates(self, register):
+            register(lambda example, context: [], name="noop")
+
+    sftkit_registry.pm.add_hookspecs(OldSpecs)
+    with pytest.warns(DeprecationWarning) as warned:
+        status = sftkit_registry.add_plugin(Plugin(), name="old", version="1", builtin=False)
+    assert {str(w.message) for w in warned} >= {"register_old_things is deprecated: use register_templates",
+                                                 "the legacy argument goes in 0.3"}
+    assert status.ok, status.error  # a deprecated hook still works until it is removed
