@@ -136,9 +136,11 @@ class Component:
                 )
         missing = [k for k, v in accepted.items() if v is inspect.Parameter.empty and k not in options]
         if missing:
+            flag = f"--{self.kind.split('_')[0].rstrip('s')}-option"
+            key = f"{self.name}.KEY=VALUE" if self.kind in ("validators", "metrics") else "KEY=VALUE"
             raise UsageError(
-                f"{SINGULAR[self.kind]} {self.name!r} needs option(s) {', '.join(missing)}",
-                hint=f"pass them as --{self.kind.split('_')[0].rstrip('s')}-option KEY=VALUE or in the recipe",
+                f"{SINGULAR[self.kind]} {self.name!r} (plugin {self.plugin}) needs option(s) {', '.join(missing)}",
+                hint=f"pass them as {flag} {key} or in the recipe",
             )
         coerced = {k: coerce_option(v, accepted.get(k)) for k, v in options.items()}
         component = self

@@ -428,3 +428,24 @@ def test_a_deprecated_hook_warns_through_pluggy(sftkit_registry):
     assert {str(w.message) for w in warned} >= {"register_old_things is deprecated: use register_templates",
                                                  "the legacy argument goes in 0.3"}
     assert status.ok, status.error  # a deprecated hook still works until it is removed
+
+
+def test_a_required_option_is_asked_for_with_the_right_flag(register_plugin, sftkit_registry):
+    from sftkit import hookimpl
+
+    class Plugin:
+        @staticmethod
+        def needs_words(context, words):
+            """A validator with a required option."""
+            return []
+
+        @hookimpl
+        def register_validators(self, register):
+            register(self.needs_words)
+
+    register_plugin(Plugin(), name="req")
+    with pytest.raises(UsageError) as caught:
+        sftkit_registry.resolve("validators", "needs_words")
+    assert str(caught.value) == ("validator 'needs_words' (plugin req) needs option(s) words\n"
+                                 "  hint: pass them as --validator-option needs_words.KEY=VALUE or in the recipe")
+    assert sftkit_registry.resolve("validators", "needs_words", {"words": "a,b"}).options == {"words": "a,b"}
