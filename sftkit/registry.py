@@ -286,7 +286,7 @@ class Registry:
             package = getattr(dist, "name", None)
             try:
                 plugin = ep.load()
-            except Exception as exc:  # a broken plugin must not take sftkit down
+            except (Exception, SystemExit) as exc:  # a broken plugin must not take sftkit down (even sys.exit)
                 if debug_enabled():
                     raise
                 status = PluginStatus(ep.name, version, False, package=package)

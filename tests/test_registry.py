@@ -102,6 +102,8 @@ def fresh_global():
 def test_broken_plugin_is_recorded_and_named_when_a_component_is_missing(site, monkeypatch):
     site("sftkit-broken", "1.2.3", {"broken": "raise ImportError('needs libfoo')\n"})
     site("sftkit-good", "0.4.0", {"good": GOOD})
+    site("sftkit-exits", "0.1", {"exits": "import sys\nsys.exit(3)\n"})
+    assert "SystemExit: 3" in load(monkeypatch, "exits").plugins["exits"].error  # sys.exit at import: recorded
     registry = load(monkeypatch, "broken,good")
     broken = registry.plugins["broken"]
     assert (broken.ok, broken.version, broken.package) == (False, "1.2.3", "sftkit-broken")
