@@ -218,14 +218,8 @@ def build_result(context: ValidationContext, issues: list[Issue], validators: li
     order = {s: k for k, s in enumerate(SEVERITIES)}
     issues = sorted(issues, key=lambda i: (order[i.severity], validators.index(i.validator)
                                            if i.validator in validators else 99, i.code))
-    shown: dict[int, dict] = {}
-    for issue in issues:
-        for row in issue.rows[:EXAMPLES_PER_ISSUE]:
-            if row not in shown and 0 <= row < context.rows:
-                shown[row] = example_view(context.examples.get(row))
-    for view in context.token_views.values():
-        if view["row"] not in shown and view["row"] < context.rows:
-            shown[view["row"]] = example_view(context.examples.get(view["row"]))
+    wanted = {row for issue in issues for row in issue.rows[:EXAMPLES_PER_ISSUE]} | set(context.token_views)
+    shown = {row: example_view(context.examples.get(row)) for row in sorted(wanted) if 0 <= row < context.rows}
     data = {
         "summary": {"rows": context.rows, "errors": counts["error"], "warnings": counts["warning"],
                     "infos": counts["info"]},
@@ -321,10 +315,10 @@ def run_validation(
     store = load_store(records, chosen, chunk_rows)
     eval_store = None
     if eval_data is not None:
-        _, _, eval_records = open_records(eval_data, spec=spec, columns=columns, instruction=instruction,
-                                          loader=loader, loader_options=loader_options, registry=registry,
-                                          skip_invalid=skip_invalid, skipped=skipped)
-        eval_store = load_store(eval_records, chosen, chunk_rows)
+        eval_spec, _, eval_records = open_records(eval_data, spec=spec, columns=columns, instruction=instruction,
+                                                  loader=loader, loader_options=loader_options, registry=registry,
+                                                  skip_invalid=skip_invalid, skipped=skipped)
+        eval_store = load_store(eval_records, eval_spec, chunk_rows)
     context = ValidationContext(
         examples=store, spec=chosen, encoder=encoder, tokenizer=tokenizer,
         max_length=max_length, eval_examples=eval_store, batch_size=batch_size,

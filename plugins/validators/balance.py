@@ -31,7 +31,7 @@ def balance(context, max_ratio: float = 3.0, max_share: float = 0.5, max_task_sh
         prompt_len[row] = len(prompt_of(example))
         output_len[row] = len(example.response_text())
         with_input += bool(example.input)
-        if example.label is not None:
+        if example.label is not None and example.label.strip():  # empty ones are empty_output
             labels[example.label.strip()] += 1
         category = example.meta.get("category")
         if category is not None:
