@@ -553,6 +553,10 @@ def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
         bar.close()
 
     accelerator.wait_for_everyone()
+    # Data-parallel replicas must hold the same weights: compare a checksum across processes.
+    checksum = torch.stack([p.detach().double().sum() for p in params]).sum().reshape(1).to(accelerator.device)
+    checksums = accelerator.gather(checksum)
+    in_sync = bool((checksums - checksums[0]).abs().max() <= 1e-6 * max(1.0, float(checksums[0].abs())))
     result = None
     if main:
         if packed_kernel:
@@ -560,6 +564,7 @@ def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
         save_final(model, tokenizer, data, recipe, out)
         metrics = read_metrics(metrics_path)
         result = build_result(recipe, data, metrics, state, step, total_steps, n_trainable, n_total, validation, out)
+        result["summary"].update(processes=accelerator.num_processes, replicas_in_sync=in_sync)
         from sftkit.io import atomic_write_json
         from sftkit.registry import get_registry
 
