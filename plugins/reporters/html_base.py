@@ -7,6 +7,7 @@ external requests. Nothing here interprets data as a template.
 from __future__ import annotations
 
 import html as _html
+import itertools
 import json
 from typing import Any, Iterable, Sequence
 
@@ -63,6 +64,9 @@ document.querySelectorAll('input.filter').forEach(function(input){
 """
 
 
+_TABLE_IDS = itertools.count(1)
+
+
 def esc(value: Any) -> str:
     """Escape any value for HTML text or attribute context."""
     return _html.escape("" if value is None else str(value), quote=True)
@@ -104,7 +108,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, table_id: st
           filterable: bool = False, raw_html_columns: Sequence[int] = ()) -> str:
     """An HTML table. Cells are escaped unless their column index is in ``raw_html_columns``
     (for cells the caller built from escaped pieces). Numeric cells sort numerically."""
-    ident = table_id or f"t{abs(hash(tuple(headers))) % 10**8}"
+    ident = table_id or f"t{next(_TABLE_IDS)}"  # unique: a filter box finds its table by id
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = []
     for row in rows:

@@ -84,7 +84,7 @@ def _metrics_section(data: dict, roles: list[str]) -> str:
             f'({esc((data.get("bootstrap") or {}).get("resamples", "?"))} resamples, seed '
             f'{esc((data.get("bootstrap") or {}).get("seed", "?"))}); the difference uses a paired bootstrap on the '
             f'same resampled rows; p-value: {esc((data.get("bootstrap") or {}).get("p_value", ""))}.</p>')
-    return section("Metrics: base vs tuned", note + table(headers, rows, table_id="metrics",
+    return section("Metrics: base vs tuned", note + table(headers, rows, table_id="metrics-table",
                                                            raw_html_columns=[len(headers) - 1]), "metrics")
 
 
@@ -97,7 +97,7 @@ def _settings_section(data: dict) -> str:
         for key, value in (values or {}).items():
             rows.append([name, key, value if not isinstance(value, dict) else
                          ", ".join(f"{k}={v}" for k, v in value.items())])
-    return section("Metric definitions and settings", table(["metric", "setting", "value"], rows, table_id="settings",
+    return section("Metric definitions and settings", table(["metric", "setting", "value"], rows, table_id="settings-table",
                                                             sortable=False), "settings")
 
 
@@ -207,7 +207,7 @@ def _examples_section(data: dict, roles: list[str]) -> str:
         rows.append(cells)
     note = ('<p class="muted">Click a column header to sort (e.g. by the change, to find what improved and what '
             'regressed); type to filter rows.</p>')
-    return section("Examples", note + table(headers, rows, table_id="examples", filterable=True,
+    return section("Examples", note + table(headers, rows, table_id="examples-table", filterable=True,
                                             raw_html_columns=raw), "examples")
 
 
@@ -217,7 +217,7 @@ def _warnings_section(data: dict) -> str:
         return ""
     rows = [[w.get("model", ""), w.get("code", ""), w.get("message", ""),
              ", ".join(str(r) for r in (w.get("rows") or [])[:30])] for w in items]
-    return section("Warnings", table(["model", "code", "message", "rows (first 30)"], rows, table_id="warnings"),
+    return section("Warnings", table(["model", "code", "message", "rows (first 30)"], rows, table_id="warnings-table"),
                    "warnings")
 
 

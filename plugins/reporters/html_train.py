@@ -45,22 +45,22 @@ def render(result: Result) -> str:
              d.get("trained_tokens"), d.get("mean_length"), d.get("max_length")] for d in data.get("data", [])]
     headers = ["file", "spec", "weight", "rows", "used", "no trained tokens", "truncated", "broken lines skipped",
                "tokens", "trained tokens", "mean length", "max length"]
-    inner = table(headers, rows, table_id="data")
+    inner = table(headers, rows, table_id="data-table")
     ev = data.get("eval_data")
     if ev:
         inner += table(["eval file", "rows", "used", "tokens", "trained tokens"],
                        [[ev.get("path"), ev.get("rows"), ev.get("used"), ev.get("tokens"), ev.get("trained_tokens")]],
-                       table_id="evaldata")
+                       table_id="evaldata-table")
     if data.get("added_tokens"):
         inner += f'<p>Special tokens added: {esc(", ".join(data["added_tokens"]))}</p>'
     body.append(section("Data", inner, "data"))
     settings = data.get("settings", {})
     setting_rows = [[key, _setting(value)] for key, value in settings.items()]
-    body.append(section("Settings", table(["setting", "value"], setting_rows, table_id="settings", filterable=True),
+    body.append(section("Settings", table(["setting", "value"], setting_rows, table_id="settings-table", filterable=True),
                         "settings"))
     if metrics:
         keys = ["step", "epoch", "loss", "lr", "grad_norm", "tokens", "trained_tokens", "seconds", "trained_tokens_per_s"]
-        body.append(section("Steps", table(keys, [[m.get(k) for k in keys] for m in metrics], table_id="steps"),
+        body.append(section("Steps", table(keys, [[m.get(k) for k in keys] for m in metrics], table_id="steps-table"),
                             "steps"))
     subtitle = f"{s.get('model')} · {s.get('method')} · template {s.get('template')} · masking {s.get('masking')}"
     return page(result.title, subtitle, "".join(body))
