@@ -63,18 +63,23 @@ def test_sftkit_plugins_lists_the_installed_plugin(plugin_env):
     assert status["ok"] and status["package"] == "sftkit-example-plugin"
 
 
-def test_preview_uses_the_plugins_loader_template_and_masking(plugin_env):
+@pytest.fixture(scope="module")
+def preview(plugin_env) -> dict:
+    """``sftkit preview --format json`` of the sample through the plugin's loader, template and masking."""
     result = sftkit(plugin_env, "preview", SAMPLE, "--template", "llama2_inst", "--masking", "turn_decay",
                     "--masking-option", "decay=0.5", "--format", "json", "-n", "3")
     assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
-    assert (data["template"], data["masking"]) == ("llama2_inst", "turn_decay")
-    first = data["examples"][0]["tokens"]
+    return json.loads(result.stdout)
+
+
+def test_preview_uses_the_plugins_loader_template_and_masking(preview):
+    assert (preview["template"], preview["masking"]) == ("llama2_inst", "turn_decay")
+    first = preview["examples"][0]["tokens"]
     text = "".join(t["text"] for t in first)
     assert text.startswith("[INST] What is the capital of France? [/INST] Paris.")  # read by txt_pairs
     trained = "".join(t["text"] for t in first if t["trained"])
     assert trained.startswith(" Paris.") and "[INST]" not in trained
-    haiku = "".join(t["text"] for t in data["examples"][1]["tokens"] if t["trained"])
+    haiku = "".join(t["text"] for t in preview["examples"][1]["tokens"] if t["trained"])
     assert "Crisp leaves drift and fall,\nthe old maple" in haiku  # continuation lines joined
 
 
@@ -91,19 +96,30 @@ def test_validate_runs_the_plugins_validator_and_reporter(plugin_env, tmp_path):
     assert result.returncode == (1 if data["summary"]["errors"] else 0)
 
 
-def test_eval_scores_with_the_plugins_metric(plugin_env, tmp_path):
+def test_train_then_eval_with_the_plugins_components(plugin_env, preview, tmp_path):
+    run = tmp_path / "run"
+    trained = sftkit(plugin_env, "train", "--data", SAMPLE, "--model", "tiny-random", "--template", "llama2_inst",
+                     "--masking", "turn_decay", "--max-steps", "2", "--no-validate", "--output-dir", run)
+    assert trained.returncode == 0, trained.stderr
+    info = json.loads((run / "sftkit_run.json").read_text())
+    assert (info["template"], info["masking"]) == ("llama2_inst", "turn_decay")
+    data = json.loads((run / "train.json").read_text())["data"][0]
+    assert data["rows"] == 3
+    assert data["trained_tokens"] == sum(e["trained"] for e in preview["examples"])  # what was previewed trained
+
     out = tmp_path / "eval"
-    result = sftkit(plugin_env, "eval", "--model", "tiny-random", "--data", SAMPLE, "--template", "llama2_inst",
-                    "--metrics", "length_ratio", "--metric-option", "length_ratio.unit=chars", "--no-compare",
-                    "--max-new-tokens", "4", "--report-dir", out, "--json", out / "e.json")
+    result = sftkit(plugin_env, "eval", "--model", run, "--data", SAMPLE, "--metrics", "length_ratio",
+                    "--metric-option", "length_ratio.unit=chars", "--no-compare", "--max-new-tokens", "4",
+                    "--report-dir", out, "--json", out / "e.json")
     assert result.returncode == 0, result.stderr
-    data = json.loads((out / "e.json").read_text())
-    assert set(data["metrics"]) == {"length_ratio"}
+    report = json.loads((out / "e.json").read_text())
+    assert set(report["metrics"]) == {"length_ratio"}
     scores = []
-    for example in data["examples"]:
+    for example in report["examples"]:
+        # the run's template (the plugin's) builds the generation prompt
         assert example["prompt"].startswith("[INST] ") and example["prompt"].endswith(" [/INST]")
         text = example["outputs"]["tuned"]["text"]
         expected = len(text) / max(len(example["reference"]), 1)  # unit=chars reached the plugin
         assert example["scores"]["tuned"]["length_ratio"] == pytest.approx(expected)
         scores.append(expected)
-    assert data["metrics"]["length_ratio"]["tuned"]["value"] == pytest.approx(sum(scores) / len(scores))
+    assert report["metrics"]["length_ratio"]["tuned"]["value"] == pytest.approx(sum(scores) / len(scores))
