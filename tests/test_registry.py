@@ -320,6 +320,8 @@ def test_runtime_error_through_the_cli(site, monkeypatch, fresh_global):
     assert result.exit_code == 2
     assert "template 'boom' from plugin good 0.4.0 failed: KeyError" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+    with pytest.raises(KeyError, match="render"):  # SFTKIT_DEBUG=1: the plugin's own exception, traceback and all
+        run_cli("preview", FIXTURE, "--template", "boom", "-n", "1", env={**env, "SFTKIT_DEBUG": "1"})
     shown = run_cli("preview", FIXTURE, "--template", "shout", "-n", "1", "--format", "json", env=env)
     assert shown.exit_code == 0, shown.stderr
     tokens = shown.json()["examples"][0]["tokens"]
