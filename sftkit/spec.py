@@ -224,16 +224,17 @@ def builtin_spec_names() -> list[str]:
 def load_spec(name_or_path: str) -> DatasetSpec:
     """A spec by built-in name (``alpaca``) or from a YAML file path."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    names = builtin_spec_names()
+    if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise UsageError(f"spec file {name_or_path} does not exist")
         text = _read_yaml_text(path)
         source = str(path)
     else:
-        names = builtin_spec_names()
         if name_or_path not in names:
+            # Only .yaml/.yml files are read as specs: any other path is refused unread.
             raise UsageError(f"unknown spec {name_or_path!r}; built-in specs: {', '.join(names)}",
-                             hint="or pass the path of a YAML spec")
+                             hint="or pass the path of a YAML spec (ending in .yaml or .yml)")
         text = resources.files("sftkit.datasets_spec").joinpath(f"{name_or_path}.yaml").read_text("utf-8")
         source = f"built-in:{name_or_path}"
     return spec_from_dict(safe_yaml(text, source), source)
