@@ -245,6 +245,7 @@ def test_truncated_response_and_no_trainable_tokens(tokenizer):
     assert 4 in context.token_views
     found, _ = run(tokenization, records[:3], tokenizer=tokenizer, max_length=20)  # cut before the response
     assert found["no_trainable_tokens"] == [0, 1, 2]
+    assert "marker_split" not in found  # a marker cut off by truncation is not a split marker
 
 
 def test_eos_not_trained(tokenizer):

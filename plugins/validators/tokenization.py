@@ -39,6 +39,8 @@ def _marker_mismatch(text: str, offsets: list, starts: list[int], ids: list, mar
     if start < 0:
         return None
     end = start + len(marker)
+    if not offsets or end > offsets[-1][1]:  # cut off by truncation: nothing to compare
+        return None
     first = bisect.bisect_right(starts, start) - 1
     last = bisect.bisect_left(starts, end)
     if first < 0:
