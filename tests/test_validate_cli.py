@@ -168,3 +168,18 @@ def test_python_api_for_train():
     result = run_validation(CLEAN, model=None, only=["quality"])
     assert result.kind == "validate" and not failed(result) and not failed(result, "warning")
     assert result.data["summary"]["rows"] == 24
+
+
+def test_skip_invalid_lists_broken_lines(run_cli, tmp_path):
+    lines = CLEAN.read_text("utf-8").splitlines()
+    lines.insert(3, '{"instruction": "broken')
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(lines) + "\n", "utf-8")
+    out = tmp_path / "v.json"
+    assert run_cli("validate", data, "--no-tokenizer", "--report-dir", tmp_path).exit_code == 2
+    result = run_cli("validate", data, "--no-tokenizer", "--skip-invalid", "--report-dir", tmp_path, "--json", out)
+    assert result.exit_code == 0, result.stderr
+    parsed = json.loads(out.read_text("utf-8"))
+    assert parsed["summary"]["rows"] == 24
+    assert [s["line"] for s in parsed["dataset"]["skipped_lines"]] == [4]
+    assert "skipped: line 4" in result.stderr
