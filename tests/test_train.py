@@ -310,3 +310,30 @@ def test_bad_target_module_is_a_usage_error(tmp_path, run_cli):
     result = run_cli("train", "--data", QA, "--model", "tiny-random", "--target-modules", "q_proj,qkv",
                      "--output-dir", tmp_path / "x", "--no-validate")
     assert result.exit_code == 2 and "qkv" in _err(result) and "gate_proj" in _err(result)
+
+
+def test_validation_errors_abort_with_the_report_path(tmp_path, run_cli):
+    out = tmp_path / "invalid"
+    result = run_cli("train", "--data", DATA / "sentiment_conflict.jsonl", "--spec", SPEC, "--model", "tiny-random",
+                     "--max-steps", "1", "--output-dir", out)
+    assert result.exit_code == 1, result.stderr
+    err = _err(result)
+    assert "validation found 1 error(s); training did not start" in err
+    assert str(out / "validate.html") in "".join(result.stderr.split())  # Rich may wrap the path
+    assert (out / "validate.html").is_file()
+    assert not (out / "sftkit_run.json").exists() and not (out / "metrics.jsonl").exists()
+
+
+def test_early_stopping_when_the_eval_loss_stops_improving(tmp_path, run_cli):
+    out = tmp_path / "early"
+    # lr 0: the eval loss never improves after the first evaluation, so patience 2 stops at step 3 of 10.
+    result = run_cli("train", "--data", SENTIMENT, "--spec", SPEC, "--model", "tiny-random", "--max-steps", "10",
+                     "--batch-size", "4", "--lr", "0", "--scheduler", "constant", "--eval-data",
+                     DATA / "sentiment_eval.jsonl", "--eval-steps", "1", "--early-stopping-patience", "2",
+                     "--output-dir", out, "--no-validate")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((out / "train.json").read_text("utf-8"))["summary"]
+    assert summary["stopped_early"] is True and summary["steps"] == 3 and summary["planned_steps"] == 10
+    evals = [json.loads(line)["eval_loss"] for line in (out / "metrics.jsonl").read_text("utf-8").splitlines()
+             if "eval_loss" in line]
+    assert len(evals) == 3 and max(evals) - min(evals) < 1e-6
