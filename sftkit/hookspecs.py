@@ -72,7 +72,12 @@ def register_metrics(register):
     dict[str, list[float]]``: one score per example under each sub-metric name (e.g.
     ``{"rouge1": [...], "rouge2": [...]}``). sftkit aggregates and bootstraps them. A metric
     whose aggregate is not the mean of per-example scores (corpus BLEU) may set an attribute
-    ``aggregate(predictions, references, **options) -> dict[str, float]``.
+    ``aggregate(predictions, references, **options) -> dict[str, float]``. Optional too:
+    ``resampled(predictions, references, indices, **options) -> dict[str, array]`` (the
+    aggregate on each bootstrap resample, rows of ``indices``, when calling ``aggregate`` per
+    resample is slow), ``describe(**options) -> dict[str, str]`` (settings for the report,
+    such as BLEU's signature) and ``input = "label"`` (for classification data, score the
+    generated text mapped to the spec's labels instead of the raw text).
     """
 
 
