@@ -176,7 +176,9 @@ def load_data(recipe: Recipe) -> TrainData:
         kept = [s for s in samples if len(s.target)]
         stats = _source_stats(tokenized, kept, len(prepared.skipped))
         stats["spec"] = prepared.spec.name
+        stats["skipped"] = [{"line": e.line, "row": e.row, "message": e.message} for e in prepared.skipped]
         notes.append(f"{item.path}: {prepared.note}")
+        notes.extend(f"skipped: {e.message}" for e in prepared.skipped)  # --skip-invalid lists what it left out
         if not kept:
             raise UsageError(f"{item.path}: no example has a trained token (masking {recipe.masking}, "
                              f"max length {recipe.max_length})", hint="check --masking and --max-length with sftkit preview")
@@ -483,6 +485,9 @@ def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
 
     n_trainable = sum(p.numel() for p in params)
     n_total = sum(p.numel() for p in model.parameters())
+    if not getattr(data.encoder.template, "jinja", None) and data.template_name != "chat_template":
+        say(f"note: template {data.template_name!r} has no Jinja form, so the saved tokenizer keeps the base model's "
+            f"chat template; prompt the tuned model with sftkit (eval uses the training template)")
     say(f"training {recipe.model} ({recipe.method}, {n_trainable:,} of {n_total:,} parameters trainable) "
         f"for {total_steps} steps; {sum(len(s.samples) for s in data.sources)} examples, "
         f"{'padding-free packing' if recipe.packing else 'padded batches'}; run folder {out}")
