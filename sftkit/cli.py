@@ -81,7 +81,8 @@ def data_options(func: Callable) -> Callable:
     A command that does not (yet) take ``skip_invalid`` still works; passing --skip-invalid
     to it is a usage error rather than a silently ignored flag.
     """
-    if "skip_invalid" not in inspect.signature(func).parameters:
+    params = inspect.signature(func).parameters
+    if "skip_invalid" not in params and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         inner = func
 
         @functools.wraps(inner)

@@ -146,8 +146,10 @@ def _quiet_transformers() -> None:
 
 def load_examples(data: str, *, spec: str | None, columns: tuple[str, ...], instruction: str | None,
                   loader: str | None, loader_options: dict, run_info: dict | None, limit: int | None,
-                  registry: Any) -> tuple[Any, str, list]:
-    """The spec, a note on how it was chosen, and the (limited) examples; bad rows are errors."""
+                  registry: Any, skip_invalid: bool = False,
+                  skipped: list | None = None) -> tuple[Any, str, list]:
+    """The spec, a note on how it was chosen, and the (limited) examples; bad rows are errors
+    (broken lines are left out and appended to ``skipped`` with ``skip_invalid``)."""
     from sftkit.pipeline import load_records, open_dataset
     from sftkit.spec import examples_from_records, spec_from_dict
 
@@ -155,12 +157,14 @@ def load_examples(data: str, *, spec: str | None, columns: tuple[str, ...], inst
     if not spec and not columns and instruction is None and isinstance(run_spec, dict) and run_spec.get("format"):
         chosen = spec_from_dict(dict(run_spec), "the run's sftkit_run.json")
         opts = {**chosen.loader_options, **loader_options}
-        records = load_records(data, loader or chosen.loader, opts, registry)
+        records = load_records(data, loader or chosen.loader, opts, registry, skip_invalid=skip_invalid,
+                               skipped=skipped)
         examples = examples_from_records(records, chosen)
         note = f"spec {chosen.name} (from the run folder)"
     else:
         chosen, note, examples = open_dataset(data, spec=spec, columns=columns, instruction=instruction,
-                                              loader=loader, loader_options=loader_options, registry=registry)
+                                              loader=loader, loader_options=loader_options, registry=registry,
+                                              skip_invalid=skip_invalid, skipped=skipped)
     rows = list(islice(examples, limit) if limit else examples)
     if not rows:
         raise DataError("no examples to evaluate", path=data)
@@ -289,7 +293,7 @@ def run_eval(model: str, data: str, *, spec: str | None = None, columns: tuple[s
              metric_options: dict[str, dict] | None = None, compare: str | None = None, no_compare: bool = False,
              max_new_tokens: int | None = None, batch_size: int = 16, limit: int | None = None,
              resamples: int = 1000, seed: int = 0, confidence: float = 0.95,
-             trust_remote_code: bool = False) -> dict:
+             trust_remote_code: bool = False, skip_invalid: bool = False) -> dict:
     """Evaluate ``model`` (and ``compare``) on ``data``; returns the report data (JSON-ready)."""
     from sftkit.labels import LabelMapper, classification_summary
     from sftkit.registry import get_registry
@@ -307,9 +311,10 @@ def run_eval(model: str, data: str, *, spec: str | None = None, columns: tuple[s
     if compare is not None and is_run_dir(compare):
         read_run(compare)  # a broken run folder is reported before any model loads
 
+    skipped: list = []
     chosen, note, examples = load_examples(data, spec=spec, columns=columns, instruction=instruction, loader=loader,
                                            loader_options=loader_options or {}, run_info=run_info, limit=limit,
-                                           registry=registry)
+                                           registry=registry, skip_invalid=skip_invalid, skipped=skipped)
     task = chosen.task or "generation"
     classification = task == "classification"
     names = metrics or list(DEFAULT_METRICS.get(task, DEFAULT_METRICS["generation"]))
@@ -363,6 +368,7 @@ def run_eval(model: str, data: str, *, spec: str | None = None, columns: tuple[s
         "metrics": table,
         "primary": next(iter(table), None),
         "warnings": warn,
+        "skipped_lines": [{"line": e.line, "row": e.row, "message": e.message} for e in skipped],
     }
     if classification and mapper is not None:
         result["classification"] = {
@@ -502,7 +508,7 @@ def headline(result: dict) -> list[str]:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the JSON result to this file.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model folder (off by default).")
-def command(model, data, spec, columns, instruction, loader, loader_options, template, template_options, metrics,
+def command(model, data, spec, columns, instruction, loader, loader_options, skip_invalid, template, template_options, metrics,
             metric_options, compare, no_compare, max_new_tokens, batch_size, limit, resamples, seed, report_dir,
             json_path, trust_remote_code):
     """Generate with a model (and a base model), score, and compare with confidence intervals.
@@ -525,9 +531,11 @@ def command(model, data, spec, columns, instruction, loader, loader_options, tem
         template_options=parse_key_values(template_options, "--template-option") or None, metrics=names,
         metric_options=parse_metric_options(metric_options), compare=compare, no_compare=no_compare,
         max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit, resamples=resamples, seed=seed,
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=trust_remote_code, skip_invalid=skip_invalid,
     )
     print_summary(result)
+    for error in result.get("skipped_lines", []):
+        err_console.print(plain(f"skipped: {error['message']}", "yellow"))
     report = Result("eval", f"sftkit eval: {result['models']['tuned']['name']} on {Path(data).name}", result)
     registry = get_registry()
     written = [registry.resolve("reporters", "json")(report, Path(report_dir)),

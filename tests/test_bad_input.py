@@ -166,6 +166,24 @@ def test_validate_skip_invalid_lists_the_skipped_lines_in_output_and_report(run_
     assert "line 3: invalid UTF-8" in html
 
 
+def test_train_and_eval_skip_invalid_list_the_skipped_lines(run_cli, tmp_path):
+    path = BAD / "broken_middle.jsonl"
+    expected = [{"line": 3, "row": None, "message": f"{path}, line 3: invalid JSON at column 37: Expecting ',' delimiter"}]
+    train = run_cli("train", "--data", path, "--skip-invalid", "--model", "tiny-random", "--max-steps", "1",
+                    "--batch-size", "2", "--no-validate", "--output-dir", tmp_path / "run")
+    assert train.exit_code == 0, train.stderr
+    assert squash(f"skipped: {path}, line 3: invalid JSON") in squash(train.stdout + train.stderr)
+    data = json.loads((tmp_path / "run" / "train.json").read_text())["data"][0]
+    assert (data["used"], data["skipped_lines"], data["skipped"]) == (4, 1, expected)
+    evaluate = run_cli("eval", "--model", "tiny-random", "--data", path, "--skip-invalid", "--max-new-tokens", "2",
+                       "--resamples", "100", "--report-dir", tmp_path / "eval")
+    assert evaluate.exit_code == 0, evaluate.stderr
+    assert squash(f"skipped: {path}, line 3: invalid JSON") in squash(evaluate.stderr)
+    result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert (result["rows"], result["skipped_lines"]) == (4, expected)
+    assert "1 broken lines skipped" in (tmp_path / "eval" / "eval.html").read_text()
+
+
 def test_cli_skip_invalid_lists_the_skipped_line(run_cli):
     path = BAD / "broken_middle.jsonl"
     result = run_cli("preview", path, "--model", "tiny-random", "--format", "json", "-n", "10", "--skip-invalid")

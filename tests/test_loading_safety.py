@@ -167,7 +167,7 @@ class RunsCode:
 
 
 def evil_pickle(path: Path, marker: Path) -> Path:
-    path.write_bytes(pickle.dumps({"weight": RunsCode(marker)}))
+    path.write_bytes(pickle.dumps({"weight": RunsCode(marker)}, protocol=2))
     return path
 
 

@@ -251,6 +251,15 @@ def _summary(data: dict, roles: list[str]) -> str:
     return section("Summary", cards(items) + (f"<ul>{''.join(lines)}</ul>" if lines else "") + extra, "summary")
 
 
+def _skipped_section(data: dict) -> str:
+    skipped = data.get("skipped_lines") or []
+    if not skipped:
+        return ""
+    return section(f"Skipped lines ({len(skipped)}, not evaluated)",
+                   table(["line", "row", "message"], [(e.get("line"), e.get("row"), e.get("message")) for e in skipped],
+                         table_id="skipped-table"), "skipped")
+
+
 def render(result: Any) -> str:
     """The eval report page for ``result`` (kind "eval")."""
     data = result.data if isinstance(result.data, dict) else {}
@@ -259,7 +268,9 @@ def render(result: Any) -> str:
         found = {role for entry in (data.get("metrics") or {}).values() if isinstance(entry, dict)
                  for role in ROLES if role in entry}
         roles = [role for role in ROLES if role in found]
-    body = (_summary(data, roles) + _metrics_section(data, roles) + _warnings_section(data)
+    body = (_summary(data, roles) + _skipped_section(data) + _metrics_section(data, roles) + _warnings_section(data)
             + _classification_section(data, roles) + _settings_section(data) + _examples_section(data, roles))
     subtitle = f"{data.get('data', '')} · {data.get('rows', '')} rows"
+    if data.get("skipped_lines"):
+        subtitle += f" · {len(data['skipped_lines'])} broken lines skipped"
     return page(result.title or "sftkit eval", subtitle, body)
