@@ -91,11 +91,14 @@ class ExampleStore:
 
 
 def record_shape(record: dict, cache: dict[str, str]) -> str:
-    """A short signature of a record's layout: its keys, and the keys of its conversation turns."""
+    """A short signature of a record's layout: its keys, and for conversations the keys of a
+    turn and the role names used (a system turn or not does not count)."""
     keys = ",".join(sorted(map(str, record)))
     for value in record.values():
         if isinstance(value, list) and value and isinstance(value[0], dict):
             keys += "|turns:" + ",".join(sorted(map(str, value[0])))
+            roles = {str(t.get("role", t.get("from"))) for t in value if isinstance(t, dict)} - {"system"}
+            keys += "|roles:" + "/".join(sorted(roles))
             break
     return cache.setdefault(keys, keys)
 

@@ -190,9 +190,9 @@ def test_mixed_formats():
     chats = [{"messages": [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": "yes"}]}
              for i in range(5)]
     chats.append({"messages": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]})
-    issues = list(consistency(validation_context(records=chats, spec="messages")))
-    assert [(i.code, i.rows, sorted(i.details)) for i in issues] == [
-        ("mixed_formats", [5], ["fields"]), ("mixed_formats", [5], ["roles"])]
+    chats.append({"messages": [{"role": "system", "content": "Be brief."}, *chats[0]["messages"]]})
+    found, _ = run(consistency, chats, spec="messages")
+    assert found == {"mixed_formats": [5]}  # from/value and human/gpt; a system turn is no other format
 
 
 # -- balance -----------------------------------------------------------------------------------

@@ -49,14 +49,10 @@ def consistency(context, find_markers: bool = True) -> Iterator[Issue]:
     answer_hashes = np.zeros(context.rows, dtype=np.uint64)
     labels: dict[str, list[int]] = defaultdict(list)
     shapes: dict[str, list[int]] = defaultdict(list)
-    roles: dict[str, list[int]] = defaultdict(list)
     for chunk in context.examples.chunks():
         for example, shape in zip(chunk.examples, chunk.shapes):
             row = example.row
             shapes[shape].append(row)
-            if example.is_conversation:
-                scheme = "/".join(sorted({m.role for m in example.messages or []}))
-                roles[scheme].append(row)
             if find_markers:
                 for _name, text in content_fields(example):
                     if "#" in text or "<" in text or "[" in text:
@@ -84,7 +80,7 @@ def consistency(context, find_markers: bool = True) -> Iterator[Issue]:
                     {"marker": marker})
     yield from _conflicts(prompt_hashes, answer_hashes, spec.task == "classification")
     yield from _labels(labels, spec.labels, context.rows)
-    yield from _mixed(shapes, roles, context.rows)
+    yield from _mixed(shapes)
     context.stats["consistency"] = {
         "shapes": {shape: len(rows) for shape, rows in shapes.items()},
         "labels": {label: len(rows) for label, rows in labels.items()} if len(labels) <= MAX_LABELS else {},
@@ -145,14 +141,12 @@ def _labels(labels: dict[str, list[int]], known: list[str], total: int) -> Itera
                     {"labels": sorted(unknown)[:100]})
 
 
-def _mixed(shapes: dict[str, list[int]], roles: dict[str, list[int]], total: int) -> Iterator[Issue]:
-    for kind, groups in (("fields", shapes), ("roles", roles)):
-        if len(groups) <= 1:
-            continue
-        main = max(groups, key=lambda k: len(groups[k]))
-        rows = sorted(r for shape, rs in groups.items() if shape != main for r in rs)
-        counts = {shape: len(rs) for shape, rs in sorted(groups.items(), key=lambda kv: -len(kv[1]))[:20]}
-        what = "record layouts (keys)" if kind == "fields" else "role schemes"
-        yield Issue("consistency", "mixed_formats", "warning",
-                    f"{len(groups)} different {what}; {len(rows)} rows differ from the most common ({main!r})",
-                    rows, {kind: counts})
+def _mixed(shapes: dict[str, list[int]]) -> Iterator[Issue]:
+    if len(shapes) <= 1:
+        return
+    main = max(shapes, key=lambda k: len(shapes[k]))
+    rows = sorted(r for shape, rs in shapes.items() if shape != main for r in rs)
+    counts = {shape: len(rs) for shape, rs in sorted(shapes.items(), key=lambda kv: -len(kv[1]))[:20]}
+    yield Issue("consistency", "mixed_formats", "warning",
+                f"{len(shapes)} different record layouts (keys, turn keys, role names); {len(rows)} rows differ "
+                f"from the most common ({main!r})", rows, {"layouts": counts})
