@@ -281,10 +281,24 @@ def test_check_metric_catches():
         """NaN scores."""
         return {"score": [float("nan")] * len(predictions)}
 
+    def length(predictions, references):
+        """Characters per prediction, with a wrong fast bootstrap path and bad attributes."""
+        return {"length": [float(len(p)) for p in predictions]}
+
+    length.resampled = lambda predictions, references, indices: {"length": [sum(map(len, predictions))] * len(indices)}
+    length.describe = lambda: {"unit": 1}
+    length.input = "tokens"
+
     with pytest.raises(ConformanceError, match="expected a list of 4 scores"):
         check_metric(one_score)
     with pytest.raises(ConformanceError, match="finite numbers"):
         check_metric(nan)
+    with pytest.raises(ConformanceError) as caught:
+        check_metric(length)
+    text = str(caught.value)
+    assert ("resampled['length'] is 54.0 on resample [0, 1, 2, 3], but scoring that resample directly gives 13.5"
+            in text)
+    assert "describe must return a dict of strings" in text and "input must be 'text' or 'label'" in text
 
 
 def test_check_reporter_catches(tmp_path):
