@@ -14,6 +14,7 @@ plugins) runs code unless the user asks for it.
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import pickle
 import subprocess
@@ -37,6 +38,7 @@ def dotted(node: ast.AST) -> str:
     return "?"
 
 
+@functools.lru_cache(maxsize=1)
 def calls() -> list[tuple[Path, ast.Call]]:
     out = []
     for path in SOURCES:
