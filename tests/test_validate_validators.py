@@ -346,3 +346,14 @@ def test_every_documented_code_is_tested_here():
     assert len(documented) >= 27
     missing = [code for code in documented if f'"{code}"' not in source]
     assert missing == []
+
+
+def test_pii_patterns():
+    from sftkit.plugins.validators.quality import pii_kinds
+
+    assert pii_kinds("pay with 4111 1111 1111 1111 today") == {"card"}
+    assert pii_kinds("amex 3782 822463 10005") == {"card"}
+    assert pii_kinds("4111-1111-1111-1112") == set()                # fails the Luhn check
+    assert pii_kinds("1 2 3 4 5 6 7 8 9 10 1 2 3 4 5 6") == set()   # a printed table, not a card
+    assert pii_kinds("mail ops@example.org or call (020) 7946 0958") == {"email", "phone"}
+    assert pii_kinds("in 2006-2007 sales rose 3.2.1 percent") == set()

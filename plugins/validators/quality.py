@@ -29,7 +29,8 @@ EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-
 PHONE = re.compile(r"(?<![\w.])(?<!\d[\s.-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,3}"
                    r"(?![\w.])(?![\s.-]\d)")
 DIGIT_RUN = re.compile(r"\d[\d\s().+-]{8,}\d")  # a cheap test before the phone and card patterns
-CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
+# Card numbers: 13-19 digits, contiguous or in groups of four (Amex: 4-6-5); Luhn-checked below.
+CARD = re.compile(r"(?<![\d-])(?:\d{13,19}|\d{4}(?:[ -]\d{4}){2}[ -]\d{1,7}|\d{4}[ -]\d{6}[ -]\d{5})(?![\d-])")
 
 
 def has_encoding_artifact(text: str) -> bool:
@@ -55,16 +56,19 @@ def pii_kinds(text: str) -> set[str]:
         kinds.add("email")
     if not DIGIT_RUN.search(text):
         return kinds
+    cards = []
     for match in CARD.finditer(text):
-        digits = re.sub(r"\D", "", match.group())
-        if 13 <= len(digits) <= 19 and luhn(digits):
+        if luhn(re.sub(r"\D", "", match.group())):
             kinds.add("card")
+            cards.append(match.span())
     for match in PHONE.finditer(text):
+        if any(start <= match.start() < end for start, end in cards):
+            continue
         phone = match.group()
-        digits = re.sub(r"\D", "", phone)
-        if "card" not in kinds or digits not in text:
-            if 10 <= len(digits) <= 15 and (phone.startswith(("+", "(")) or len(re.split(r"[\s.-]", phone)) >= 3):
-                kinds.add("phone")
+        digits = len(re.sub(r"\D", "", phone))
+        if 10 <= digits <= 15 and (phone.startswith(("+", "(")) or len(re.split(r"[\s.-]", phone)) >= 3):
+            kinds.add("phone")
+            break
     return kinds
 
 
