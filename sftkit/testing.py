@@ -516,7 +516,8 @@ def check_loader(
     """Check a loader reads ``path`` into dict records (equal to ``records`` when given).
 
     Also: reading twice gives the same records; ``malformed`` (a broken file, if given) raises
-    ``sftkit.DataError`` that names the file; ``suffixes`` start with a dot; ``matches`` is
+    ``sftkit.DataError`` that names the file, and a loader with a ``skip_invalid`` option
+    yields that DataError instead when the option is true; ``suffixes`` start with a dot; ``matches`` is
     callable. Returns the records.
     """
     component, problems, bound = _start("loaders", loader, options)
@@ -547,6 +548,9 @@ def check_loader(
             problems.add("reading the same file twice gave different records")
     if malformed is not None:
         _check_malformed(bound, Path(malformed), problems)
+        if "skip_invalid" in component.options() and "skip_invalid" not in (options or {}):
+            skipping = component.bind({**(options or {}), "skip_invalid": True})
+            _check_skip_invalid(skipping, Path(malformed), problems)
     suffixes = getattr(component.func, "suffixes", None)
     if suffixes is not None and (isinstance(suffixes, str)
                                  or not all(isinstance(s, str) and s.startswith(".") for s in suffixes)):
@@ -571,6 +575,27 @@ def _check_malformed(bound: Callable, path: Path, problems: _Problems) -> None:
                      "with path= and line= or row=)")
         return
     problems.add(f"reading the malformed {path.name} raised no DataError")
+
+
+def _check_skip_invalid(bound: Callable, path: Path, problems: _Problems) -> None:
+    """With skip_invalid=True, a broken line is yielded as a DataError naming the file, not raised."""
+    try:
+        items = list(bound(path))
+    except DataError as exc:
+        if (exc.line or 0) > 1:  # a broken line after the first could have been skipped
+            problems.add(f"with skip_invalid=True, reading the malformed {path.name} still raised for line "
+                         f"{exc.line}: {exc.message} (yield the DataError instead of raising it)")
+        return  # a whole-file problem (an unreadable header, an unparsable array) cannot be skipped
+    except Exception as exc:
+        exc = _unwrap(exc)
+        problems.add(f"reading the malformed {path.name} with skip_invalid=True raised {type(exc).__name__}: {exc}")
+        return
+    errors = [item for item in items if isinstance(item, DataError)]
+    if not errors:
+        problems.add(f"with skip_invalid=True, reading the malformed {path.name} yielded no DataError for the "
+                     "broken part (yield the DataError instead of raising it)")
+    elif any(path.name not in str(error) for error in errors):
+        problems.add(f"with skip_invalid=True, a yielded DataError does not name {path.name}")
 
 
 # -- validators --------------------------------------------------------------------------------

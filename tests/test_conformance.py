@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sftkit import Example, Issue, Result, Segment
+from sftkit import DataError, Example, Issue, Result, Segment
 from sftkit.hookspecs import KINDS
 from sftkit.testing import (
     ConformanceError,
@@ -259,6 +259,19 @@ def test_check_loader_catches(tmp_path):
         check_loader(not_records, good)
     with pytest.raises(ConformanceError, match="differ from the 2 expected"):
         check_loader(crashing, good, records=[{"a": 1}, {"a": 2}])
+
+    def ignores_skip_invalid(path, skip_invalid: bool = False):
+        """Claims to skip broken lines but raises anyway."""
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                raise DataError("bad JSON", path=str(path), line=number) from None
+
+    broken.write_text('{"a": 1}\n{oops\n', encoding="utf-8")
+    with pytest.raises(ConformanceError, match="with skip_invalid=True, reading the malformed b.jsonl still raised "
+                                               "for line 2"):
+        check_loader(ignores_skip_invalid, good, malformed=broken)
 
 
 def test_check_validator_catches():
