@@ -19,7 +19,7 @@ from sftkit.testing import run_cli
 FIXTURE = Path(__file__).parent / "data" / "fixtures" / "alpaca_small.json"
 
 GOOD = '''
-from sftkit import Segment, hookimpl
+from sftkit import DataError, Segment, hookimpl
 
 def shout(example, context):
     """Everything in capitals."""
@@ -49,7 +49,7 @@ def register_templates(register):
 @hookimpl
 def register_loaders(register):
     register(lazy_loader)
-'''.replace("from sftkit import Segment, hookimpl", "from sftkit import DataError, Segment, hookimpl")
+'''
 
 
 @pytest.fixture
