@@ -29,11 +29,12 @@ def plugin_env(tmp_path_factory):
     # Build from a copy so setuptools' build/ and *.egg-info never land in the repository.
     shutil.copytree(PLUGIN_SOURCE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     try:
-        subprocess.run(
+        installed = subprocess.run(
             [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
              "--target", str(site), str(source)],
-            check=True, capture_output=True, text=True, timeout=300,
+            capture_output=True, text=True, timeout=300,
         )
+        assert installed.returncode == 0, f"pip could not install the example plugin:\n{installed.stderr}"
         assert (site / "sftkit_example_plugin-0.1.0.dist-info" / "entry_points.txt").is_file()
         env = {**os.environ, "SFTKIT_LOAD_PLUGINS": "example", "SFTKIT_NO_PROGRESS": "1",
                "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
