@@ -7,7 +7,7 @@ from typing import Iterator
 import numpy as np
 
 from sftkit import Issue
-from sftkit.plugins.validators.text import prompt_of
+from sftkit.plugins.validators.text import prompt_of, rows as count_rows
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float]:
@@ -59,8 +59,8 @@ def balance(context, max_ratio: float = 3.0, max_share: float = 0.5, max_task_sh
     if outliers:
         rows = sorted(outliers)
         yield Issue("balance", "length_outlier", "info",
-                    f"{len(rows)} rows have a prompt or output length far from the rest (robust z-score of "
-                    f"log length over {outlier_z:g})", rows)
+                    f"a prompt or output length far from the rest (robust z-score of log length over "
+                    f"{outlier_z:g}) in {count_rows(len(rows))}", rows)
     context.stats["balance"] = {
         "rows": total,
         "input_share": round(with_input / total, 4) if total else 0.0,

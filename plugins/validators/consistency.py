@@ -9,7 +9,7 @@ from typing import Iterator
 import numpy as np
 
 from sftkit import Issue
-from sftkit.plugins.validators.text import PAIR_DETAILS, content_fields, normalise, prompt_of, text_hash
+from sftkit.plugins.validators.text import PAIR_DETAILS, content_fields, prompt_of, rows as count_rows, text_hash
 
 # Delimiters of common templates: inside a field they break masking and inference.
 KNOWN_MARKERS = ("### Instruction:", "### Input:", "### Response:", "<|im_start|>", "<|im_end|>",
@@ -71,12 +71,12 @@ def consistency(context, find_markers: bool = True) -> Iterator[Issue]:
     for marker, rows in sorted(marker_rows.items()):
         rows = sorted(set(rows))
         yield Issue("consistency", "template_marker_in_content", "error",
-                    f"{len(rows)} rows contain {marker!r}, a delimiter of the template or tokenizer in use: "
-                    f"it breaks masking and teaches the model to emit it", rows, {"marker": marker})
+                    f"{marker!r}, a delimiter of the template or tokenizer in use, appears in {count_rows(len(rows))}: "
+                    f"it corrupts the prompt structure and teaches the model to emit it", rows, {"marker": marker})
     for marker, rows in sorted(other_rows.items()):
         rows = sorted(set(rows))
         yield Issue("consistency", "template_marker_in_content", "warning",
-                    f"{len(rows)} rows contain {marker!r}, a delimiter of another prompt template", rows,
+                    f"{marker!r}, a delimiter of another prompt template, appears in {count_rows(len(rows))}", rows,
                     {"marker": marker})
     yield from _conflicts(prompt_hashes, answer_hashes, spec.task == "classification")
     yield from _labels(labels, spec.labels, context.rows)
@@ -102,7 +102,7 @@ def _conflicts(prompts: np.ndarray, answers: np.ndarray, classification: bool) -
     rows = sorted(r for g in groups for r in g)
     what = "labels" if classification else "outputs"
     yield Issue("consistency", "conflicting_labels", "error" if classification else "warning",
-                f"{len(groups)} prompts appear with different {what} ({len(rows)} rows)", rows,
+                f"the same prompt with different {what}: {len(groups)} groups, {count_rows(len(rows))}", rows,
                 {"groups": groups[:PAIR_DETAILS]})
 
 
@@ -131,13 +131,13 @@ def _labels(labels: dict[str, list[int]], known: list[str], total: int) -> Itera
         described = "; ".join(f"{target!r} also written {', '.join(repr(s) for s in spellings)}"
                               for target, spellings in sorted(variants.items()))
         yield Issue("consistency", "label_variants", "warning",
-                    f"{len(rows)} rows use a variant spelling of a label: {described}", rows,
+                    f"variant spellings of labels in {count_rows(len(rows))}: {described}", rows,
                     {"variants": {k: sorted(v) for k, v in variants.items()}})
     if unknown:
         rows = sorted(r for label in unknown for r in labels[label])
         shown = ", ".join(repr(label) for label in sorted(unknown)[:10])
         yield Issue("consistency", "unknown_label", "error",
-                    f"{len(rows)} rows have a label outside the spec's labels {known}: {shown}", rows,
+                    f"labels outside the spec's labels {known} in {count_rows(len(rows))}: {shown}", rows,
                     {"labels": sorted(unknown)[:100]})
 
 
@@ -148,5 +148,5 @@ def _mixed(shapes: dict[str, list[int]]) -> Iterator[Issue]:
     rows = sorted(r for shape, rs in shapes.items() if shape != main for r in rs)
     counts = {shape: len(rs) for shape, rs in sorted(shapes.items(), key=lambda kv: -len(kv[1]))[:20]}
     yield Issue("consistency", "mixed_formats", "warning",
-                f"{len(shapes)} different record layouts (keys, turn keys, role names); {len(rows)} rows differ "
-                f"from the most common ({main!r})", rows, {"layouts": counts})
+                f"{len(shapes)} different record layouts (keys, turn keys, role names): "
+                f"{count_rows(len(rows))} outside the most common one ({main!r})", rows, {"layouts": counts})

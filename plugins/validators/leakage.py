@@ -5,7 +5,7 @@ from collections import defaultdict
 from typing import Iterator
 
 from sftkit import Issue
-from sftkit.plugins.validators.text import PAIR_DETAILS, cross_near_duplicates, prompt_of, text_hash
+from sftkit.plugins.validators.text import PAIR_DETAILS, cross_near_duplicates, prompt_of, rows as count_rows, text_hash
 
 
 def leakage(context, near_dup_threshold: float = 0.8, shingle_size: int = 5, num_perm: int = 128,
@@ -30,8 +30,8 @@ def leakage(context, near_dup_threshold: float = 0.8, shingle_size: int = 5, num
     if exact:
         eval_rows = sorted({r for rows in exact.values() for r in rows})
         yield Issue("leakage", "eval_overlap", "error",
-                    f"{len(exact)} training rows share their exact prompt with {len(eval_rows)} eval rows: "
-                    f"eval scores on them measure memorisation", sorted(exact),
+                    f"prompts shared exactly by {count_rows(len(exact))} of the training data and "
+                    f"{count_rows(len(eval_rows))} of the eval data: eval scores on them measure memorisation", sorted(exact),
                     {"match": "exact", "eval_rows": eval_rows,
                      "pairs": [[t, e[0]] for t, e in sorted(exact.items())[:PAIR_DETAILS]]})
     near = []
@@ -49,8 +49,8 @@ def leakage(context, near_dup_threshold: float = 0.8, shingle_size: int = 5, num
             train_rows = sorted({t for t, _, _ in near})
             eval_rows = sorted({e for _, e, _ in near})
             yield Issue("leakage", "eval_overlap", "warning",
-                        f"{len(train_rows)} training rows have a near-duplicate prompt (Jaccard >= "
-                        f"{near_dup_threshold}) in {len(eval_rows)} eval rows", train_rows,
+                        f"near-duplicate prompts (Jaccard >= {near_dup_threshold}) in {count_rows(len(train_rows))} of "
+                        f"the training data and {count_rows(len(eval_rows))} of the eval data", train_rows,
                         {"match": "near", "eval_rows": eval_rows,
                          "pairs": [[t, e, round(s, 3)] for t, e, s in near[:PAIR_DETAILS]]})
     context.stats["leakage"] = {"eval_rows": len(evals), "exact_overlap_train_rows": len(exact),

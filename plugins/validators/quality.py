@@ -11,7 +11,7 @@ import numpy as np
 
 from sftkit import Issue
 from sftkit.plugins.validators.text import (PAIR_DETAILS, full_text, near_duplicate_pairs, normalise, prompt_of,
-                                            text_hash)
+                                            rows as count_rows, text_hash)
 
 VAGUE_PHRASES = {"do it", "help", "help me", "continue", "fix this", "fix it", "explain", "write something",
                  "answer", "go on", "do this", "more", "same", "again", "and?", "?", "this", "that"}
@@ -131,8 +131,8 @@ def quality(context, min_output_chars: int = 3, min_instruction_words: int = 3, 
     if groups:
         dup_rows = sorted(r for g in groups for r in g)
         yield Issue("quality", "exact_duplicate", "warning",
-                    f"{len(dup_rows) - len(groups)} rows repeat an earlier row exactly "
-                    f"({len(groups)} groups, {len(dup_rows)} rows in all)", dup_rows,
+                    f"exact duplicates: {len(groups)} groups, {count_rows(len(dup_rows))} in all "
+                    f"({len(dup_rows) - len(groups)} copies of an earlier row)", dup_rows,
                     {"groups": [g for g in groups[:PAIR_DETAILS]]})
     near = []
     if near_duplicates:
@@ -147,8 +147,8 @@ def quality(context, min_output_chars: int = 3, min_instruction_words: int = 3, 
         if near:
             rows = sorted({r for a, b, _ in near for r in (a, b)})
             yield Issue("quality", "near_duplicate", "warning",
-                        f"{len(near)} pairs of rows are near duplicates (Jaccard >= {near_dup_threshold} on "
-                        f"{shingle_size}-word shingles), {len(rows)} rows in all", rows,
+                        f"near duplicates (Jaccard >= {near_dup_threshold} on {shingle_size}-word shingles): "
+                        f"{len(near)} pairs, {count_rows(len(rows))} in all", rows,
                         {"pairs": [[a, b, round(s, 3)] for a, b, s in near[:PAIR_DETAILS]]})
     context.stats["quality"] = {
         "rows": context.rows,
@@ -178,19 +178,19 @@ def _exact_groups(hashes: np.ndarray) -> tuple[list[list[int]], set[int]]:
 
 def _row_issues(flagged, total, min_chars, min_words, max_repeat, pii_counts) -> Iterator[Issue]:
     messages = {
-        "empty_output": ("error", "{n} rows have an empty output: they teach the model to answer nothing"),
-        "short_output": ("warning", f"{{n}} rows have an output shorter than {min_chars} characters"),
-        "vague_instruction": ("warning", f"{{n}} rows have a vague instruction (under {min_words} words, no input)"),
-        "output_copies_prompt": ("warning", "{n} rows have an output that copies the prompt"),
-        "encoding_artifact": ("warning", "{n} rows hold encoding artifacts (mojibake such as 'Sepp+?l+?' or 'Ã©', "
-                                         "U+FFFD replacement characters, control characters)"),
-        "repetitive_output": ("warning", f"{{n}} rows have degenerate, repetitive output (over {max_repeat:.0%} of "
-                                         f"word 3-grams repeated)"),
-        "pii": ("info", "{n} rows seem to hold personal data (" + ", ".join(f"{k}: {v}" for k, v in
-                                                                          sorted(pii_counts.items())) + ")"),
+        "empty_output": ("error", "empty output in {n}: it teaches the model to answer nothing"),
+        "short_output": ("warning", f"output shorter than {min_chars} characters in {{n}}"),
+        "vague_instruction": ("warning", f"vague instruction (under {min_words} words, no input) in {{n}}"),
+        "output_copies_prompt": ("warning", "the output copies the prompt in {n}"),
+        "encoding_artifact": ("warning", "encoding artifacts (mojibake such as 'Sepp+?l+?' or 'Ã©', U+FFFD "
+                                         "replacement characters, control characters) in {n}"),
+        "repetitive_output": ("warning", f"degenerate, repetitive output (over {max_repeat:.0%} of word 3-grams "
+                                         f"repeated) in {{n}}"),
+        "pii": ("info", "what looks like personal data (" + ", ".join(f"{k}: {v}" for k, v in
+                                                                     sorted(pii_counts.items())) + ") in {n}"),
     }
     for code, (severity, template) in messages.items():
         rows = flagged.get(code)
         if rows:
             details = {"kinds": pii_counts} if code == "pii" else {}
-            yield Issue("quality", code, severity, template.format(n=len(rows)), rows, details)
+            yield Issue("quality", code, severity, template.format(n=count_rows(len(rows))), rows, details)

@@ -10,6 +10,7 @@ from collections import defaultdict
 from typing import Any, Iterator
 
 from sftkit import Issue, UsageError
+from sftkit.plugins.validators.text import rows as count_rows
 
 CONSTRAINTS = ("min_length",)
 TEXT_FIELDS = ("instruction", "input", "output", "system", "label")
@@ -95,14 +96,14 @@ def schema(context) -> Iterator[Issue]:
             message = (f"{where} is missing or null in {len(rows)} of {total} rows"
                        + ("; no record has it: map it with --column" if len(rows) == total else ""))
         elif code == "wrong_type":
-            message = (f"{where} has the wrong type in {len(rows)} rows" if name != "messages"
-                       else f"{len(rows)} conversations have malformed turns (not objects, unknown roles, "
-                            f"non-text content)")
+            message = (f"{where} has the wrong type in {count_rows(len(rows))}" if name != "messages"
+                       else f"malformed conversation turns (not objects, unknown roles, non-text content) in "
+                            f"{count_rows(len(rows))}")
         elif code == "empty_field":
             limit = (spec.constraints.get(name) or {}).get("min_length")
-            message = f"{where} is empty or shorter than min_length {limit} in {len(rows)} rows"
+            message = f"{where} is empty or shorter than min_length {limit} in {count_rows(len(rows))}"
         else:
-            message = f"{where} failed check {code} in {len(rows)} rows"
+            message = f"{where} failed check {code} in {count_rows(len(rows))}"
         yield Issue("schema", code, "error", message, rows, {"field": name, "column": column})
     context.stats["schema"] = {"fields": fields, "required": sorted(spec.required_fields),
                                "constraints": spec.constraints}

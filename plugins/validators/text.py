@@ -20,6 +20,11 @@ CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\
 PAIR_DETAILS = 50  # pairs listed in an issue's details
 
 
+def rows(n: int) -> str:
+    """``1 row`` / ``2 rows``: issue messages say how many rows, in words that agree."""
+    return f"{n:,} row" if n == 1 else f"{n:,} rows"
+
+
 def normalise(text: str) -> str:
     """Casefolded, NFKC (for non-ASCII), whitespace collapsed."""
     if not text.isascii():

@@ -14,21 +14,22 @@ from typing import Iterator
 import numpy as np
 
 from sftkit import Issue
+from sftkit.plugins.validators.text import rows as count_rows
 from sftkit.pipeline import generation_prompt
 from sftkit.tokenize import tokenize_many
 
 LENGTH_SAMPLE = 5000
 MESSAGES = {
-    "truncated_response": ("error", "{n} rows lose response tokens to truncation at max_length {max_length}: "
-                                    "the model learns to stop mid-answer"),
-    "no_trainable_tokens": ("error", "{n} rows have no trained token: they add nothing but cost compute"),
-    "eos_not_trained": ("error", "{n} rows do not train the end-of-turn/EOS token: the model will not learn "
+    "truncated_response": ("error", "response tokens cut by truncation at max_length {max_length} in {n}: the "
+                                    "model learns to stop mid-answer"),
+    "no_trainable_tokens": ("error", "no trained token in {n}: such rows add nothing but cost compute"),
+    "eos_not_trained": ("error", "the end-of-turn/EOS token is not trained in {n}: the model will not learn "
                                  "to stop"),
-    "double_bos": ("warning", "{n} rows start with two BOS tokens (the template renders BOS and the tokenizer "
+    "double_bos": ("warning", "two BOS tokens at the start of {n} (the template renders BOS and the tokenizer "
                               "adds another)"),
-    "template_not_prefix_preserving": ("error", "{n} rows: the prompt rendered alone is not a token prefix of "
-                                                "prompt+response, so inference sees other tokens than training"),
-    "marker_split": ("warning", "{n} rows: a template marker tokenizes differently in context than alone"),
+    "template_not_prefix_preserving": ("error", "the prompt rendered alone is not a token prefix of "
+                                                "prompt+response in {n}: inference sees other tokens than training"),
+    "marker_split": ("warning", "a template marker tokenizes differently in context than alone in {n}"),
 }
 
 
@@ -124,7 +125,7 @@ def tokenization(context, batch_size: int = 0, prefix_check: bool = True, sample
         rows = flagged.get(code)
         if rows:
             details = {"markers": split_example} if code == "marker_split" else {}
-            yield Issue("tokenization", code, severity, template.format(n=len(rows), max_length=max_length), rows,
+            yield Issue("tokenization", code, severity, template.format(n=count_rows(len(rows)), max_length=max_length), rows,
                         details)
     context.stats["tokenization"] = _stats(lengths, trained, max_length, batch)
 
