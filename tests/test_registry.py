@@ -16,6 +16,8 @@ from sftkit.errors import DataError, PluginError, UsageError
 from sftkit.registry import Registry, call_component, get_registry, set_registry
 from sftkit.testing import run_cli
 
+pytest_plugins = ["pytester"]
+
 FIXTURE = Path(__file__).parent / "data" / "fixtures" / "alpaca_small.json"
 
 GOOD = '''
@@ -453,3 +455,28 @@ def test_a_required_option_is_asked_for_with_the_right_flag(register_plugin, sft
     assert str(caught.value) == ("validator 'needs_words' (plugin req) needs option(s) words\n"
                                  "  hint: pass them as --validator-option needs_words.KEY=VALUE or in the recipe")
     assert sftkit_registry.resolve("validators", "needs_words", {"words": "a,b"}).options == {"words": "a,b"}
+
+
+
+def test_fixtures_come_from_the_pytest11_entry_point(pytester):
+    """A plugin author's test file uses sftkit's fixtures with no import and no conftest."""
+    pytester.makepyfile(test_author="""
+        import sftkit.registry
+
+        def test_fresh(sftkit_registry, register_plugin, sftkit_cli):
+            assert sftkit.registry.get_registry() is sftkit_registry
+            assert "alpaca" in sftkit_registry.components("templates")
+
+            class Empty:
+                pass
+
+            status = register_plugin(Empty(), name="empty", strict=False)
+            assert not status.ok and "registered no components" in status.error
+            result = sftkit_cli("plugins", "--json")
+            assert result.exit_code == 1 and any(p["name"] == "empty" for p in result.json()["plugins"])
+
+        def test_restored_after_the_test():
+            assert "empty" not in sftkit.registry.get_registry().plugins
+    """)
+    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
