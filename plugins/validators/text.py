@@ -18,6 +18,7 @@ from sftkit import Example
 
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 PAIR_DETAILS = 50  # pairs listed in an issue's details
+MAX_CANDIDATES = 64  # LSH candidates confirmed per row: bounds the work on data full of look-alike rows
 
 
 def rows(n: int) -> str:
@@ -132,7 +133,7 @@ def near_duplicate_pairs(
         sets = {row: shingles(text, shingle_size) for row, text in chunk}
         rows = [row for row, _ in chunk if sets[row]]
         for row, sketch in zip(rows, _sketch([sets[r] for r in rows], num_perm)):
-            for other in lsh.query(sketch):
+            for other in sorted(lsh.query(sketch))[:MAX_CANDIDATES]:
                 if other in sets:
                     if links.find(other) != links.find(row):
                         score = jaccard(sets[other], sets[row])
@@ -180,7 +181,7 @@ def cross_near_duplicates(
         sets = [shingles(text, shingle_size) for _, text in chunk]
         kept = [(row, s) for (row, _), s in zip(chunk, sets) if s]
         for (row, s), sketch in zip(kept, _sketch([s for _, s in kept], num_perm)):
-            candidates += [(other, row, s) for other in lsh.query(sketch)]
+            candidates += [(other, row, s) for other in sorted(lsh.query(sketch))[:MAX_CANDIDATES]]
     if not candidates:
         return []
     texts = text_of(sorted({c[0] for c in candidates}))
