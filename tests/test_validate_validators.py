@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sftkit.plugins.validators import balance, consistency, leakage, quality, schema, tokenization
-from sftkit.spec import load_spec, spec_from_dict
+from sftkit.spec import spec_from_dict
 from sftkit.testing import validation_context
 
 HERE = Path(__file__).parent / "data" / "validate"
