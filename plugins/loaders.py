@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -69,7 +70,34 @@ def _jsonl_record(raw: bytes, path: Path, line_no: int, encoding_errors: str) ->
     if not isinstance(record, dict):
         raise DataError(f"expected a JSON object, got {type(record).__name__}", path=str(path),
                         line=line_no, hint="each line must be an object such as {\"instruction\": ...}; " + SKIP_HINT)
+    if LONE_ESCAPE.search(text):
+        record = _without_lone_surrogates(record, encoding_errors, path=str(path), line=line_no)
     return record
+
+
+# A JSON escape such as "\ud800" without its pair decodes to a lone surrogate: not a character,
+# it cannot be written as UTF-8 or tokenized. Strings from strict UTF-8 text never hold one.
+LONE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(record: dict, errors: str, **where) -> dict:
+    """The record, refused (strict) or with lone surrogates replaced by U+FFFD (replace)."""
+    def fix(value, field):
+        if isinstance(value, str) and SURROGATE.search(value):
+            if errors != "replace":
+                bad = SURROGATE.search(value).group()
+                raise DataError(f"invalid Unicode: a lone surrogate escape \\u{ord(bad):04x} (half of a pair)",
+                                field=field, hint=INVALID_UTF8_HINT.replace("re-save the file as UTF-8", "fix the escape"),
+                                **where)
+            return SURROGATE.sub("\ufffd", value)
+        if isinstance(value, dict):
+            return {k: fix(v, f"{field}.{k}" if field else str(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fix(v, f"{field}.{i}") for i, v in enumerate(value)]
+        return value
+
+    return fix(record, "")
 
 
 jsonl.suffixes = (".jsonl", ".ndjson")
@@ -96,6 +124,7 @@ def json_array(path: Path, key: str = "", encoding_errors: str = "strict", skip_
         raise DataError(f"invalid JSON at column {exc.colno}: {exc.msg}", path=str(path), line=exc.lineno) from None
     except RecursionError:
         raise DataError("JSON nested too deeply", path=str(path)) from None
+    lone_escapes = bool(LONE_ESCAPE.search(text))
     if key:
         if not isinstance(data, dict) or key not in data:
             raise DataError(f"no key {key!r} at the top level", path=str(path))
@@ -115,6 +144,14 @@ def json_array(path: Path, key: str = "", encoding_errors: str = "strict", skip_
                 raise error
             yield error
             continue
+        if lone_escapes:
+            try:
+                record = _without_lone_surrogates(record, encoding_errors, path=str(path), row=index)
+            except DataError as error:
+                if not skip_invalid:
+                    raise
+                yield error
+                continue
         yield record
 
 

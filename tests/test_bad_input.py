@@ -48,9 +48,15 @@ UNREADABLE = [
     ("too_many_fields.csv", {}, DataError, 3, None, "3 fields but the header has 2"),
     ("duplicate_header.csv", {}, DataError, 1, None, "duplicate column name(s) ['output']"),
     ("not_parquet.parquet", {}, DataError, None, None, "not a readable Parquet file"),
+    ("lone_surrogate.jsonl", {}, DataError, 2, None, "lone surrogate escape \\ud800"),
+    ("lone_surrogate.json", {"spec": "alpaca"}, DataError, None, 1, "lone surrogate escape \\udfff"),
     ("wrong_schema.parquet", {}, UsageError, None, None, "cannot detect the dataset format from the columns (id, values)"),
     ("unknown_columns.jsonl", {}, UsageError, None, None, "cannot detect the dataset format from the columns (question, answer)"),
 ]
+
+
+# The field, where one is to blame.
+FIELDS = {"lone_surrogate.jsonl": "instruction", "lone_surrogate.json": "output.text"}
 
 
 @pytest.mark.parametrize("name, options, error, line, row, fragment", UNREADABLE, ids=[c[0] for c in UNREADABLE])
@@ -66,6 +72,7 @@ def test_unreadable_input_names_file_and_line(name, options, error, line, row, f
         assert str(path) in exc.message
         assert exc.line == line
         assert exc.row == row
+        assert exc.field == FIELDS.get(name)
 
 
 # Through the CLI: validate (the pre-flight check) exits 2 with one message, no traceback,
@@ -74,7 +81,8 @@ def test_unreadable_input_names_file_and_line(name, options, error, line, row, f
 def test_unreadable_input_exits_2_with_one_message(run_cli, tmp_path, name, options, error, line, row, fragment):
     path = BAD / name
     reports = tmp_path / "reports"
-    result = run_cli("validate", path, "--no-tokenizer", "--report-dir", reports, "--json", tmp_path / "v.json")
+    spec = ["--spec", options["spec"]] if "spec" in options else []
+    result = run_cli("validate", path, *spec, "--no-tokenizer", "--report-dir", reports, "--json", tmp_path / "v.json")
     output = result.stdout + result.stderr
     assert result.exit_code == 2, output
     assert "Traceback" not in output
@@ -84,9 +92,11 @@ def test_unreadable_input_exits_2_with_one_message(run_cli, tmp_path, name, opti
     if error is DataError:
         assert squash(str(path)) in flat
         if line is not None:
-            assert f"line{line}:" in flat
+            assert re.search(rf"line{line}[:,]", flat)
         if row is not None:
-            assert f"row{row}:" in flat
+            assert f"row{row}" in flat
+        if name in FIELDS:
+            assert squash(f"field '{FIELDS[name]}':") in flat
     assert result.stdout == ""
     assert not (tmp_path / "v.json").exists()
     assert not reports.exists() or list(reports.iterdir()) == []
@@ -114,6 +124,7 @@ SKIPPABLE = [
     ("not_object_line.jsonl", [2], None, ["a", "c"]),
     ("deeply_nested.jsonl", [2], None, ["a", "c"]),
     ("array_of_scalars.json", None, [1, 2], ["a", "c"]),
+    ("lone_surrogate.jsonl", [2], None, ["a pair 😀 is fine", "after"]),
     ("invalid_utf8.csv", [3], None, ["fine", "last"]),
     ("too_many_fields.csv", [3], None, ["fine", "last"]),
     # The unterminated quote swallows the rest of the file: only the record before it survives.
@@ -205,6 +216,13 @@ def _records(name: str, **options) -> list[dict]:
 def test_bom_is_not_part_of_the_first_key():
     for name in ("bom.jsonl", "bom.csv"):
         assert _records(name) == [{"instruction": "first", "output": "one"}, {"instruction": "second", "output": "two"}]
+
+
+def test_lone_surrogates_become_replacement_characters_on_request():
+    records = _records("lone_surrogate.jsonl", loader_options={"encoding_errors": "replace"})
+    assert [r["instruction"] for r in records] == ["a pair 😀 is fine", "half a pair \ufffd here", "after"]
+    records = _records("lone_surrogate.json", loader_options={"encoding_errors": "replace"})
+    assert records[1]["output"] == {"text": "half \ufffd"}
 
 
 def test_crlf_line_ends():
@@ -465,7 +483,7 @@ def test_every_corpus_file_has_a_case():
     covered |= {"bom.jsonl", "bom.csv", "crlf.jsonl", "crlf.csv", "quotes_newlines.csv", "nan_empty.csv",
                 "extra_columns.jsonl", "wrong_types.jsonl", "missing_columns.jsonl", "wrong_types.parquet",
                 "unknown_roles.jsonl", "sharegpt_bad.json", "empty_content.jsonl", "non_alternating.jsonl",
-                "rich_markup.jsonl"}
+                "rich_markup.jsonl", "lone_surrogate.json"}
     files = {p.name for p in BAD.iterdir() if p.is_file()}
     assert len(files) >= 25
     assert files - covered == set()
