@@ -63,6 +63,13 @@ def test_sftkit_plugins_lists_the_installed_plugin(plugin_env):
     status = next(p for p in data["plugins"] if p["name"] == "example")
     assert status["ok"] and status["package"] == "sftkit-example-plugin"
 
+    everything = {k: v for k, v in plugin_env.items() if k != "SFTKIT_LOAD_PLUGINS"}
+    assert "example" in {p["name"] for p in json.loads(sftkit(everything, "plugins", "--json").stdout)["plugins"]}
+    hidden = {**plugin_env, "SFTKIT_LOAD_PLUGINS": ""}
+    assert "example" not in {p["name"] for p in json.loads(sftkit(hidden, "plugins", "--json").stdout)["plugins"]}
+    refused = sftkit(hidden, "preview", SAMPLE, "--template", "llama2_inst")
+    assert refused.returncode == 2 and "unknown template 'llama2_inst'" in refused.stderr
+
 
 @pytest.fixture(scope="module")
 def preview(plugin_env) -> dict:
