@@ -207,3 +207,41 @@ def test_boundary_token_trains_with_the_response(tokenizer):
     assert trained_text("cd") == "cd<|im_end|>"
     assert trained_text(" cd") == " cd<|im_end|>"
     assert trained_text("  cd") == "\n  cd<|im_end|>"
+
+
+# -- arbitrary JSON records through validate and preview ---------------------------------------------
+JSON_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+JSON_VALUE = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(), JSON_TEXT),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.sampled_from(["role", "content", "from", "value", "x"]), inner, max_size=3)),
+    max_leaves=6)
+RECORD = st.dictionaries(st.sampled_from(["instruction", "input", "output", "messages", "conversations", "text",
+                                          "label", "response", "system"]), JSON_VALUE, min_size=1, max_size=4)
+
+
+@pytest.mark.parametrize("command", [
+    ["validate", "--model", "tiny-random", "--report-dir"],
+    ["validate", "--spec", "sharegpt", "--template", "chat_template", "--no-tokenizer", "--report-dir"],
+    ["preview", "--model", "tiny-random", "--format", "json", "-n", "4", "--template", "custom"],
+])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(RECORD, min_size=1, max_size=4), as_array=st.booleans())
+def test_arbitrary_json_records_never_crash_a_command(tmp_path_factory, command, rows, as_array):
+    """Any JSON (wrong types, NaN, nesting, odd conversations) is a finding or a clear refusal:
+    exit 0, 1 or 2 with a message, never an internal error or a failed validator."""
+    import json
+
+    from sftkit.testing import run_cli
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    path = folder / ("data.json" if as_array else "data.jsonl")
+    path.write_text(json.dumps(rows) if as_array else "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    args = [command[0], str(path), *command[1:]] + ([str(folder / "reports")] if command[-1] == "--report-dir" else [])
+    result = run_cli(*args)
+    output = result.stdout + result.stderr
+    assert result.exit_code in (0, 1, 2), output
+    assert "internal error" not in output and "Traceback" not in output
+    assert " failed: " not in output  # a validator that raised
+    if result.exit_code == 2:
+        assert output.count("error:") == 1
