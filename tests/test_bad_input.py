@@ -468,14 +468,14 @@ RECIPES = [
 
 
 @pytest.mark.parametrize("name, fragment", RECIPES, ids=[c[0] for c in RECIPES])
-def test_bad_recipe_yaml_is_refused(name, fragment):
-    """Through the recipe loader (sftkit/recipe.py; `sftkit train --recipe` reads it the same way)."""
-    recipe = pytest.importorskip("sftkit.recipe", reason="sftkit.recipe is not there yet")
+def test_bad_recipe_yaml_is_refused_by_train(run_cli, tmp_path, name, fragment):
     path = BAD / name
-    with pytest.raises(SftkitError) as caught:
-        recipe.build_recipe(path, {})
-    assert fragment in str(caught.value)
-    assert str(path) in str(caught.value)
+    result = run_cli("train", path, "--data", BAD / "bom.jsonl", "--output-dir", tmp_path / "run")
+    output = result.stdout + result.stderr
+    assert result.exit_code == 2, output
+    assert "Traceback" not in output and output.count("error:") == 1
+    assert squash(fragment) in squash(result.stderr) and squash(str(path)) in squash(result.stderr)
+    assert not (tmp_path / "run").exists()
 
 
 def test_every_corpus_file_has_a_case():
