@@ -27,7 +27,8 @@ def plugin_report(registry) -> dict:
         for p in registry.plugins.values()
     ]
     return {"components": components, "plugins": plugins,
-            "clashes": [{"kind": k, "name": n, "plugins": v} for (k, n), v in registry.clashes.items()]}
+            "clashes": [{"kind": k, "name": n, "plugins": v} for (k, n), v in registry.clashes.items()],
+            "left_out": list(getattr(registry, "left_out", []))}
 
 
 @click.command("plugins")
@@ -62,6 +63,9 @@ def command(as_json: bool) -> None:
             state = plain("ok", "green") if p["ok"] else plain(f"FAILED: {p['error']}", "bold red")
             status.add_row(plain(p["name"]), plain(p["version"]), state)
         console.print(status)
+        if report["left_out"]:
+            console.print(plain(f"installed but left out by SFTKIT_LOAD_PLUGINS: {', '.join(report['left_out'])}",
+                                "yellow"))
     if failed:
         from sftkit.console import err_console, plain
 

@@ -264,6 +264,7 @@ class Registry:
         self.plugins: dict[str, PluginStatus] = {}
         self._components: dict[str, dict[str, Component]] = {kind: {} for kind in hookspecs.KINDS}
         self.clashes: dict[tuple[str, str], list[str]] = {}
+        self.left_out: list[str] = []  # installed plugins that SFTKIT_LOAD_PLUGINS did not allow
 
     # -- loading ----------------------------------------------------------------------------
     def load_builtins(self) -> None:
@@ -280,6 +281,7 @@ class Registry:
                 allow = [name.strip() for name in env.split(",") if name.strip()]
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             if allow is not None and ep.name not in allow:
+                self.left_out.append(ep.name)
                 continue
             dist = getattr(ep, "dist", None)
             version = getattr(dist, "version", None) or "unknown"
@@ -401,6 +403,8 @@ class Registry:
         if failed:
             broken = "; ".join(f"{p.name}: {p.error}" for p in failed)
             message += f"\n  plugins that failed to load (one may provide it): {broken}"
+        if self.left_out:
+            message += f"\n  installed plugins left out by SFTKIT_LOAD_PLUGINS: {', '.join(self.left_out)}"
         raise UsageError(message, hint=hint)
 
     def resolve(self, kind: str, name: str, options: dict[str, Any] | None = None) -> Callable:

@@ -66,9 +66,11 @@ def test_sftkit_plugins_lists_the_installed_plugin(plugin_env):
     everything = {k: v for k, v in plugin_env.items() if k != "SFTKIT_LOAD_PLUGINS"}
     assert "example" in {p["name"] for p in json.loads(sftkit(everything, "plugins", "--json").stdout)["plugins"]}
     hidden = {**plugin_env, "SFTKIT_LOAD_PLUGINS": ""}
-    assert "example" not in {p["name"] for p in json.loads(sftkit(hidden, "plugins", "--json").stdout)["plugins"]}
+    listed = json.loads(sftkit(hidden, "plugins", "--json").stdout)
+    assert "example" not in {p["name"] for p in listed["plugins"]} and listed["left_out"] == ["example"]
     refused = sftkit(hidden, "preview", SAMPLE, "--template", "llama2_inst")
     assert refused.returncode == 2 and "unknown template 'llama2_inst'" in refused.stderr
+    assert "installed plugins left out by SFTKIT_LOAD_PLUGINS: example" in refused.stderr
 
 
 @pytest.fixture(scope="module")

@@ -122,6 +122,8 @@ def test_allow_list_limits_third_party_plugins(site, monkeypatch):
     site("sftkit-broken", "1.2.3", {"broken": "raise ImportError('needs libfoo')\n"})
     site("sftkit-good", "0.4.0", {"good": GOOD})
     assert "broken" not in load(monkeypatch, "good").plugins
+    with pytest.raises(UsageError, match="installed plugins left out by SFTKIT_LOAD_PLUGINS: .*broken"):
+        load(monkeypatch, "good").get("templates", "llama9")
     assert "shout" in load(monkeypatch, "good").components("templates")
     nothing = load(monkeypatch, "")
     assert not {"good", "broken"} & set(nothing.plugins)
