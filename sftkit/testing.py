@@ -662,8 +662,9 @@ def check_validator(
             problems.add(f"yielded a {type(issue).__name__}, expected sftkit.Issue")
             continue
         what = f"issue {issue.code!r}"
-        if not isinstance(issue.validator, str) or not issue.validator:
-            problems.add(f"{what}: validator must be the validator's name")
+        if issue.validator != component.name:
+            problems.add(f"{what}: Issue.validator is {issue.validator!r}; it must be the validator's name "
+                         f"{component.name!r} (reports group issues by it)")
         if not isinstance(issue.code, str) or not CODE_PATTERN.match(issue.code):
             problems.add(f"{what}: code must be a stable snake_case word")
         if issue.severity not in SEVERITIES:

@@ -278,11 +278,13 @@ def test_check_validator_catches():
     def sloppy(context):
         """Bad severity, a row past the end, a code with spaces."""
         yield Issue("sloppy", "Bad Code", "fatal", "x", rows=[99])
+        yield Issue("copied_from_elsewhere", "ok_code", "info", "y", rows=[0])
 
     with pytest.raises(ConformanceError) as caught:
         check_validator(sloppy, validation_context([Example(instruction="a", output="b")]))
     text = str(caught.value)
     assert "snake_case" in text and "severity 'fatal'" in text and "below 1, got [99]" in text
+    assert "Issue.validator is 'copied_from_elsewhere'; it must be the validator's name 'sloppy'" in text
 
 
 def test_check_metric_catches():
