@@ -198,7 +198,9 @@ def generate_with(role: str, name: str, examples: list, template: str, template_
     from sftkit.runs import load_for_inference
 
     err_console.print(plain(f"{role}: loading {name}", "dim"))
-    model, tokenizer, info = load_for_inference(name, trust_remote_code=trust_remote_code)
+    with warnings.catch_warnings():  # library deprecation notes are not the user's concern here
+        warnings.simplefilter("ignore", FutureWarning)
+        model, tokenizer, info = load_for_inference(name, trust_remote_code=trust_remote_code)
     encoder = Encoder.build(template=template, tokenizer=tokenizer, template_options=template_options,
                             registry=registry)
     if prompts is None:

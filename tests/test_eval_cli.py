@@ -70,7 +70,7 @@ def test_eval_compare_same_model_writes_three_reports(run_cli, tmp_path):
     assert "accuracy: base" in result.stdout and "within the noise" in result.stdout
     html = (out / "eval.html").read_text("utf-8")
     assert "<script>alert" not in html and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
-    assert 'id="examples"' in html and "change (accuracy)" in html and "(invalid)" in html
+    assert 'id="examples-table"' in html and "change (accuracy)" in html and "(invalid)" in html
 
 
 def test_eval_of_a_run_folder_compares_with_its_base_model(run_cli, lora_run, tmp_path):

@@ -71,7 +71,7 @@ def _metrics_section(data: dict, roles: list[str]) -> str:
             if isinstance(diff, dict):
                 verdict = ("better (outside the CI)" if diff.get("low", 0) > 0 else
                            "worse (outside the CI)" if diff.get("high", 0) < 0 else "within the noise")
-                cells += [_fmt(diff, signed=True), float(diff.get("p_value", float("nan"))), verdict]
+                cells += [_fmt(diff, signed=True), f"{float(diff.get('p_value', float('nan'))):.3f}", verdict]
             else:
                 base, tuned = _entry(entry.get("base")), _entry(entry.get("tuned"))
                 delta = tuned["value"] - base["value"] if base and tuned else None
@@ -143,9 +143,10 @@ def _classification_section(data: dict, roles: list[str]) -> str:
         invalid = (info.get("invalid") or {}).get(role) or []
         if invalid:
             parts.append(f"<h3>{len(invalid)} output(s) that map to no label</h3>")
-            parts.append(table(["row", "output", "reason"],
-                               [[i.get("row", ""), excerpt(i.get("output", ""), 400), i.get("reason", "")]
-                                for i in invalid], table_id=f"invalid-{role}"))
+            parts.append('<div style="max-height:280px;overflow:auto">'
+                         + table(["row", "output", "reason"],
+                                 [[i.get("row", ""), excerpt(i.get("output", ""), 400), i.get("reason", "")]
+                                  for i in invalid], table_id=f"invalid-{role}") + "</div>")
     return section("Classification", "".join(parts), "classification")
 
 
@@ -157,7 +158,7 @@ def _text_cell(text: Any, limit: int = 400) -> str:
             f'<div class="text">{esc(text)}</div></details>')
 
 
-def _prompt_cell(text: Any, tail: int = 240) -> str:
+def _prompt_cell(text: Any, tail: int = 160) -> str:
     text = "" if text is None else str(text)
     if len(text) <= tail:
         return f'<div class="text">{esc(text)}</div>'
@@ -165,27 +166,27 @@ def _prompt_cell(text: Any, tail: int = 240) -> str:
             f'<div class="text">{esc(text)}</div></details>')
 
 
+def _scores_text(scores: dict) -> str:
+    return " · ".join(f"{sub} {value:.3g}" for sub, value in scores.items() if isinstance(value, (int, float)))
+
+
 def _examples_section(data: dict, roles: list[str]) -> str:
     examples = data.get("examples") or []
     if not examples:
         return ""
     primary = data.get("primary")
-    subs: list[str] = []
-    for item in examples[:1]:
-        for role in roles:
-            for sub in ((item.get("scores") or {}).get(role) or {}):
-                if sub not in subs:
-                    subs.append(sub)
     compared = len(roles) == 2
-    headers = ["row", "prompt", "reference"] + [f"{role} output" for role in roles]
-    for sub in subs:
-        headers += [f"{role} {sub}" for role in roles]
+    headers = ["row", "prompt (end)", "reference"] + [f"{role} output" for role in roles]
+    if primary:
+        headers += [f"{role} {primary}" for role in roles]
     if compared and primary:
         headers.append(f"change ({primary})")
-    raw = [1, 2] + [3 + i for i in range(len(roles))]
+    headers.append("all scores")
+    raw = [1, 2] + [3 + i for i in range(len(roles))] + [len(headers) - 1]
     rows = []
     for index, item in enumerate(examples):
         outputs = item.get("outputs") or {}
+        scores = item.get("scores") or {}
         cells: list[Any] = [item.get("row", index), _prompt_cell(item.get("prompt")), _text_cell(item.get("reference"))]
         for role in roles:
             out = outputs.get(role) or {}
@@ -196,19 +197,22 @@ def _examples_section(data: dict, roles: list[str]) -> str:
             if isinstance(out, dict) and out.get("stopped") == "max_new_tokens":
                 cell += '<span class="pill warning">hit max-new-tokens</span>'
             cells.append(cell)
-        scores = item.get("scores") or {}
-        for sub in subs:
+        if primary:
             for role in roles:
-                value = (scores.get(role) or {}).get(sub)
+                value = (scores.get(role) or {}).get(primary)
                 cells.append(float(value) if isinstance(value, (int, float)) else "")
         if compared and primary:
             change = (item.get("change") or {}).get(primary)
             cells.append(float(change) if isinstance(change, (int, float)) else "")
+        cells.append("<br>".join(f"{esc(role)}: {esc(_scores_text(scores.get(role) or {}))}" for role in roles
+                                 if scores.get(role)))
         rows.append(cells)
     note = ('<p class="muted">Click a column header to sort (e.g. by the change, to find what improved and what '
-            'regressed); type to filter rows.</p>')
-    return section("Examples", note + table(headers, rows, table_id="examples-table", filterable=True,
-                                            raw_html_columns=raw), "examples")
+            'regressed); type to filter rows. Per-example f1 is correctness and per-example bleu is sentence BLEU; '
+            'their aggregates above are corpus statistics.</p>')
+    style = "<style>#examples-table td{max-width:300px}#examples-table td .text{font-size:12px}</style>"
+    return section("Examples", style + note + table(headers, rows, table_id="examples-table", filterable=True,
+                                                    raw_html_columns=raw), "examples")
 
 
 def _warnings_section(data: dict) -> str:
