@@ -57,6 +57,7 @@ class Recipe:
     max_grad_norm: float = 1.0
     seed: int = 42
     packing: bool = True
+    max_tokens_per_forward: int | None = 1024
     precision: str = "auto"
     eval_steps: int | None = None
     early_stopping_patience: int | None = None
@@ -91,7 +92,7 @@ DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 CHOICES = {"method": ("lora", "full"), "scheduler": ("cosine", "linear", "constant"),
            "precision": ("auto", "fp32", "bf16", "fp16")}
 POSITIVE = ("max_length", "lora_r", "lora_alpha", "batch_size", "grad_accum", "save_steps", "save_total_limit",
-            "logging_steps", "max_steps", "eval_steps", "early_stopping_patience")
+            "logging_steps", "max_steps", "eval_steps", "early_stopping_patience", "max_tokens_per_forward")
 KEYS = tuple(f.name for f in fields(Recipe))
 
 

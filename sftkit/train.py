@@ -35,6 +35,8 @@ RENAMED = {"data": "data", "columns": "columns"}
 @click.option("--seed", type=int, help="Seed for data order, mixing and LoRA init [42].")
 @click.option("--packing/--no-packing", default=None,
               help="Padding-free packing with attention kept inside each example [on]; off: padded batches.")
+@click.option("--max-tokens-per-forward", type=int,
+              help="Split a micro-batch into forward passes of at most N tokens (same step, less memory) [1024].")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               help="auto [default]: bf16/fp16 on GPUs that support it, fp32 on CPU.")
 @click.option("--eval-steps", type=int, help="Eval loss every N steps (and at the end) when --eval-data is given.")

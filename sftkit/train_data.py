@@ -113,6 +113,25 @@ class Schedule:
         return out
 
 
+def split_by_tokens(samples: Sequence[Sample], budget: int | None) -> list[list[Sample]]:
+    """Consecutive groups of samples holding at most ``budget`` tokens each (one sample at least).
+
+    A micro-batch runs as several forward/backward passes whose gradients add up: the same
+    step, with activation memory bounded by the budget instead of the batch.
+    """
+    if not budget:
+        return [list(samples)]
+    groups: list[list[Sample]] = [[]]
+    used = 0
+    for sample in samples:
+        if groups[-1] and used + sample.length > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(sample)
+        used += sample.length
+    return groups
+
+
 def collate(samples: Sequence[Sample], *, packed: bool, pad_id: int) -> dict[str, Any]:
     """Tensors for one micro-batch.
 

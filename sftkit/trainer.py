@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from sftkit.errors import SftkitError, UsageError
 from sftkit.recipe import Recipe
-from sftkit.train_data import Sample, Schedule, Source, collate, to_sample
+from sftkit.train_data import Sample, Schedule, Source, collate, split_by_tokens, to_sample
 
 PACKED_ATTENTION = "sftkit_packed"
 
@@ -497,8 +497,9 @@ def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
     try:
         for step in range(start + 1, total_steps + 1):
             began = time.perf_counter()
-            micro = [collate(m, packed=recipe.packing, pad_id=pad_id)
-                     for m in schedule.micro_batches(step - 1, accelerator.process_index)]
+            micro = [collate(group, packed=recipe.packing, pad_id=pad_id)
+                     for m in schedule.micro_batches(step - 1, accelerator.process_index)
+                     for group in split_by_tokens(m, recipe.max_tokens_per_forward)]
             step_weight = float(sum(b["weight"].sum() for b in micro))
             sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)
             for index, batch in enumerate(micro):

@@ -10,7 +10,7 @@ import pytest
 from sftkit.errors import SftkitError
 from sftkit.recipe import build_recipe, closest_key
 from sftkit.tokenize import IGNORE_INDEX
-from sftkit.train_data import Schedule, Source, collate, epoch_order
+from sftkit.train_data import Schedule, Source, collate, epoch_order, split_by_tokens
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "train"
@@ -192,6 +192,32 @@ def test_loss_on_trained_positions_equals_full_logits_loss(loaded, tiny_model):
         loss_sum, weight_sum = make_loss_module(tiny_model)(**batch_inputs(batch, "cpu"))
         reference = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
     torch.testing.assert_close(loss_sum / weight_sum, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_forward_passes_split_by_token_budget_give_the_same_gradients(loaded, tiny_model):
+    import torch
+
+    from sftkit.trainer import batch_inputs, make_loss_module
+
+    _, data = loaded
+    samples = Schedule(data.sources, batch_size=6, seed=0).micro_batches(0)[0]
+    budget = 2 * max(s.length for s in samples)
+    groups = split_by_tokens(samples, budget)
+    assert len(groups) > 1 and [s for g in groups for s in g] == samples
+    assert all(sum(s.length for s in g) <= budget for g in groups)
+    assert split_by_tokens(samples, None) == [samples] and split_by_tokens(samples, 1) == [[s] for s in samples]
+    module = make_loss_module(tiny_model)
+    params = [p for p in tiny_model.parameters() if p.requires_grad]
+    total = float(sum(s.weight.sum() for s in samples))
+    grads = []
+    for parts in ([samples], groups):
+        for part in parts:
+            loss_sum, _ = module(**batch_inputs(collate(part, packed=True, pad_id=0), "cpu"))
+            (loss_sum / total).backward()
+        grads.append([p.grad.clone() for p in params])
+        tiny_model.zero_grad(set_to_none=True)
+    for one, split in zip(*grads):
+        torch.testing.assert_close(split, one, rtol=1e-4, atol=1e-6)
 
 
 def test_prompt_weighted_trains_prompt_tokens_with_small_weights(tiny_model):
