@@ -7,10 +7,6 @@ import click
 
 from sftkit.cli import data_options, parse_key_values, render_options
 
-# flag name -> recipe key, for flags whose names differ from the key
-RENAMED = {"data": "data", "columns": "columns"}
-
-
 @click.command("train")
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
 @click.option("--data", "data", multiple=True, metavar="PATH[:WEIGHT]",

@@ -78,10 +78,6 @@ def model_parts(model: Any) -> tuple[Any, Any]:
     return base.get_decoder(), base.get_output_embeddings()
 
 
-class LossModule:
-    """Built lazily (torch import); see ``make_loss_module``."""
-
-
 def make_loss_module(model: Any) -> Any:
     """An ``nn.Module`` whose forward returns (sum of weighted token losses, sum of weights).
 
@@ -594,10 +590,7 @@ def save_final(model: Any, tokenizer: Any, data: TrainData, recipe: Recipe, out:
 
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=out))
     try:
-        if recipe.method == "lora":
-            model.save_pretrained(str(tmp), safe_serialization=True)
-        else:
-            model.save_pretrained(str(tmp), safe_serialization=True)
+        model.save_pretrained(str(tmp), safe_serialization=True)  # a PEFT adapter, or the full model
         jinja = getattr(data.encoder.template, "jinja", None)
         if jinja:
             tokenizer.chat_template = jinja
