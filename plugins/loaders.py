@@ -133,6 +133,9 @@ def json_array(path: Path, key: str = "", encoding_errors: str = "strict", skip_
         lists = [k for k, v in data.items() if isinstance(v, list)]
         if len(lists) == 1:
             data = data[lists[0]]
+        elif len(lists) > 1:
+            raise DataError(f"the top-level object holds {len(lists)} arrays ({', '.join(map(str, lists))})",
+                            path=str(path), hint=f"choose one with --loader-option key={lists[0]}")
     if not isinstance(data, list):
         raise DataError(f"expected a JSON array of objects, got {type(data).__name__}", path=str(path),
                         hint="for one object per line use a .jsonl file")

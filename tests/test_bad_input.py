@@ -42,6 +42,7 @@ UNREADABLE = [
     ("not_object_line.jsonl", {}, DataError, 2, None, "expected a JSON object, got list"),
     ("array_of_scalars.json", {}, DataError, None, 1, "expected an object, got int"),
     ("scalar.json", {}, DataError, None, None, "expected a JSON array of objects, got int"),
+    ("two_arrays.json", {}, DataError, None, None, "the top-level object holds 2 arrays (train, test)"),
     ("deeply_nested.jsonl", {}, DataError, 2, None, "JSON nested too deeply"),
     ("deeply_nested.json", {}, DataError, None, None, "JSON nested too deeply"),
     ("unterminated_quote.csv", {}, DataError, 4, None, "the record starts on line 3"),
@@ -223,6 +224,10 @@ def test_lone_surrogates_become_replacement_characters_on_request():
     assert [r["instruction"] for r in records] == ["a pair 😀 is fine", "half a pair \ufffd here", "after"]
     records = _records("lone_surrogate.json", loader_options={"encoding_errors": "replace"})
     assert records[1]["output"] == {"text": "half \ufffd"}
+
+
+def test_json_object_with_several_arrays_reads_the_chosen_one():
+    assert _records("two_arrays.json", loader_options={"key": "test"}) == [{"instruction": "c", "output": "d"}]
 
 
 def test_crlf_line_ends():
