@@ -286,6 +286,31 @@ def test_captured_hostile_data_shows_as_text(browser, tmp_path, kind):
 
 
 @pytest.mark.browser
+def test_csp_blocks_injected_scripts_even_without_escaping(browser, tmp_path, monkeypatch):
+    """Defence in depth: with escaping switched off on purpose, the page's Content-Security-Policy
+    (only the page script's hash may run) still stops injected scripts and event handlers,
+    while the page's own script keeps working."""
+    from sftkit.plugins.reporters import html_base, html_validate
+
+    def no_escape(value):
+        return "" if value is None else str(value)
+
+    monkeypatch.setattr(html_base, "esc", no_escape)
+    monkeypatch.setattr(html_validate, "esc", no_escape)
+    path = tmp_path / "unescaped.html"
+    page_html = render("validate", poison(captured("validate")))
+    assert "<script>window.__pwned='poison-script'" in page_html  # the injection is really there
+    path.write_text(page_html, encoding="utf-8")
+    page = browser.open(path)
+    state = page.evaluate(INJECTION_STATE)
+    assert state["pwned"] is None
+    problems = page.problems()
+    assert problems and all("Content Security Policy" in p for p in problems)
+    assert not any(p.startswith("dialog") for p in problems)
+    assert check_sorting(page) >= 1  # the page's own script still runs
+
+
+@pytest.mark.browser
 def test_validate_report_end_to_end_through_the_cli(browser, run_cli, tmp_path):
     data = tmp_path / "x<img src=x onerror=\"window.__pwned='path'\">.jsonl"
     data.write_bytes((CAPTURED / "hostile.jsonl").read_bytes())
