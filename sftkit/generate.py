@@ -2,7 +2,9 @@
 
 Prompts are tokenized exactly as in training (``add_special_tokens=True``, the same
 tokenizer), sorted by length so that each batch holds prompts of similar length (little
-padding), left-padded, and decoded greedily with ``model.generate``. A sequence stops at the
+padding; a batch holds at most ``max_batch_tokens`` padded prompt tokens, so one very long
+prompt does not pad fifteen short ones to its length), left-padded, and decoded greedily
+with ``model.generate``. A sequence stops at the
 tokenizer's EOS, at the template's end-of-turn text (a token id when it is one token, a stop
 string otherwise) or after ``max_new_tokens``; the output is cut before the stop and returned
 in the original order.
@@ -86,10 +88,30 @@ def _finish(tokenizer: Any, new_ids: Sequence[int], stops: Stops, max_new_tokens
     return Generation(text=text, tokens=len(ids), stopped=stopped, token_ids=tuple(ids))
 
 
+def make_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None,
+                 sort_by_length: bool = True) -> list[list[int]]:
+    """Prompt indices in batches: longest first, at most ``batch_size`` prompts and at most
+    ``max_batch_tokens`` padded prompt tokens (batch size x longest prompt) a batch."""
+    order = list(range(len(lengths)))
+    if sort_by_length:
+        order.sort(key=lambda i: -lengths[i])  # longest first: a memory problem shows at once
+    batches: list[list[int]] = []
+    for index in order:
+        current = batches[-1] if batches else None
+        if current is not None and len(current) < batch_size:
+            longest = max(lengths[i] for i in current + [index])
+            if max_batch_tokens is None or longest * (len(current) + 1) <= max_batch_tokens:
+                current.append(index)
+                continue
+        batches.append([index])
+    return batches
+
+
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 64, batch_size: int = 16,
-             end_texts: Iterable[str] = (), progress: bool = True, description: str = "generating",
-             sort_by_length: bool = True) -> list[Generation]:
-    """Greedy outputs for ``prompts`` (in their order), ``batch_size`` prompts at a time."""
+             max_batch_tokens: int | None = 4096, end_texts: Iterable[str] = (), progress: bool = True,
+             description: str = "generating", sort_by_length: bool = True) -> list[Generation]:
+    """Greedy outputs for ``prompts`` (in their order), ``batch_size`` prompts at a time
+    (fewer where long prompts would exceed ``max_batch_tokens`` padded tokens)."""
     import torch
 
     from sftkit.console import err_console, progress_disabled
@@ -98,16 +120,13 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_toke
         raise ValueError("batch_size and max_new_tokens must be at least 1")
     stops = stops_for(tokenizer, end_texts)
     encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-    order = list(range(len(prompts)))
-    if sort_by_length:
-        order.sort(key=lambda i: -len(encoded[i]))  # longest first: a memory problem shows at once
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops.eos_ids or (0,))[0]
     options = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id,
                    eos_token_id=list(stops.token_ids) or None, temperature=None, top_p=None, top_k=None)
     if stops.strings:
         options.update(stop_strings=list(stops.strings), tokenizer=tokenizer)
     results: list[Generation | None] = [None] * len(prompts)
-    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    batches = make_batches([len(ids) for ids in encoded], batch_size, max_batch_tokens, sort_by_length)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -135,3 +135,16 @@ def test_bad_settings_are_rejected(model, tok):
         generate(model, tok, PROMPTS, batch_size=0, progress=False)
     with pytest.raises(ValueError):
         generate(model, tok, PROMPTS, max_new_tokens=0, progress=False)
+
+
+def test_batches_are_longest_first_and_bounded_in_padded_tokens():
+    from sftkit.generate import make_batches
+
+    lengths = [90, 1363, 36, 100, 80, 120, 40, 60]
+    batches = make_batches(lengths, batch_size=4, max_batch_tokens=4096)
+    assert batches == [[1, 5, 3], [0, 4, 7, 6], [2]]  # 3 x 1363 <= 4096 < 4 x 1363
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= 4 and len(batch) * max(lengths[i] for i in batch) <= 4096
+    assert make_batches(lengths, batch_size=4, max_batch_tokens=None) == [[1, 5, 3, 0], [4, 7, 6, 2]]
+    assert make_batches([5000, 10], batch_size=4, max_batch_tokens=100) == [[0], [1]]  # a long prompt alone
