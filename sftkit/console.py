@@ -7,7 +7,9 @@ from rich.console import Console
 from rich.text import Text
 
 console = Console(highlight=False, soft_wrap=False)
-err_console = Console(stderr=True, highlight=False)
+# Messages on stderr are not hard-wrapped: a long path in an error stays one piece that can be
+# copied (the terminal wraps it softly).
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def plain(text: object, style: str = "") -> Text:
