@@ -151,11 +151,16 @@ def load_examples(data: str, *, spec: str | None, columns: tuple[str, ...], inst
     """The spec, a note on how it was chosen, and the (limited) examples; bad rows are errors
     (broken lines are left out and appended to ``skipped`` with ``skip_invalid``)."""
     from sftkit.pipeline import load_records, open_dataset
-    from sftkit.spec import examples_from_records, spec_from_dict
+    from sftkit.spec import DEFAULT_COLUMNS, examples_from_records, spec_from_dict
 
     run_spec = (run_info or {}).get("spec")
     if not spec and not columns and instruction is None and isinstance(run_spec, dict) and run_spec.get("format"):
-        chosen = spec_from_dict(dict(run_spec), "the run's sftkit_run.json")
+        # DatasetSpec.to_dict lists the resolved columns only: a default column the spec removed
+        # (``instruction: null`` with a constant instruction) must stay removed when read back.
+        saved = dict(run_spec)
+        saved["columns"] = {**{name: None for name in DEFAULT_COLUMNS.get(saved["format"], {})},
+                            **(saved.get("columns") or {})}
+        chosen = spec_from_dict(saved, "the run's sftkit_run.json")
         opts = {**chosen.loader_options, **loader_options}
         records = load_records(data, loader or chosen.loader, opts, registry, skip_invalid=skip_invalid,
                                skipped=skipped)

@@ -19,13 +19,15 @@ def lora_run(tmp_path_factory):
 
     from sftkit.models import load_model, load_tokenizer
     from sftkit.runs import write_run
+    from sftkit.spec import load_spec
 
     folder = tmp_path_factory.mktemp("run")
     model = get_peft_model(load_model("tiny-random"), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
     model.save_pretrained(folder)
     load_tokenizer("tiny-random").save_pretrained(folder)
     write_run(folder, {"sftkit_version": "test", "base_model": "tiny-random", "method": "lora", "template": "alpaca",
-                       "template_options": {}, "masking": "completion_only", "masking_options": {}, "spec": None,
+                       "template_options": {}, "masking": "completion_only", "masking_options": {},
+                       "spec": load_spec(str(SPEC)).to_dict(),
                        "max_length": None, "added_tokens": [], "recipe": {}})
     return folder
 
@@ -79,10 +81,14 @@ def test_eval_compare_same_model_writes_three_reports(run_cli, tmp_path):
 
 
 def test_eval_of_a_run_folder_compares_with_its_base_model(run_cli, lora_run, tmp_path):
-    result = run_cli("eval", "--model", lora_run, "--data", SENTIMENT, "--spec", SPEC, "--max-new-tokens", "3",
+    # no --spec: the run's own spec (as `sftkit train` saved it) reads the data
+    result = run_cli("eval", "--model", lora_run, "--data", SENTIMENT, "--max-new-tokens", "3",
                      "--limit", "3", "--report-dir", tmp_path, "--resamples", "100")
     assert result.exit_code == 0, result.stderr
     data = read(tmp_path / "eval.json")
+    assert data["spec_note"].endswith("(from the run folder)") and data["task"] == "classification"
+    # the spec's constant instruction (its instruction column removed) is in every prompt
+    assert all("### Instruction:\nClassify the sentiment" in e["prompt"] for e in data["examples"])
     assert data["models"]["base"]["name"] == "tiny-random"  # the default --compare of a run folder
     assert data["models"]["tuned"]["run"]["method"] == "lora"
     assert data["rows"] == 3 and data["limit"] == 3
