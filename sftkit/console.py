@@ -26,3 +26,15 @@ def excerpt(text: object, limit: int = 80) -> str:
 def progress_disabled() -> bool:
     """True when progress bars should not draw (SFTKIT_NO_PROGRESS=1 or not a terminal)."""
     return os.environ.get("SFTKIT_NO_PROGRESS", "") not in ("", "0")
+
+
+SKIPPED_SHOWN = 20
+
+
+def print_skipped(messages: list[str], limit: int = SKIPPED_SHOWN) -> None:
+    """List lines left out by --skip-invalid on stderr: the first ``limit``, then a count."""
+    for message in messages[:limit]:
+        err_console.print(plain(f"skipped: {message}", "yellow"))
+    if len(messages) > limit:
+        err_console.print(plain(f"skipped: ... and {len(messages) - limit} more broken lines "
+                                f"({len(messages)} in all; the JSON report lists every one)", "yellow"))

@@ -526,7 +526,7 @@ def command(model, data, spec, columns, instruction, loader, loader_options, ski
     Every aggregate gets a 95% bootstrap interval; with a base model, a paired bootstrap gives
     the interval of the difference and its p-value.
     """
-    from sftkit.console import err_console, plain
+    from sftkit.console import err_console, plain, print_skipped
     from sftkit.io import atomic_write_json
     from sftkit.registry import get_registry
     from sftkit.types import Result
@@ -541,8 +541,7 @@ def command(model, data, spec, columns, instruction, loader, loader_options, ski
         trust_remote_code=trust_remote_code, skip_invalid=skip_invalid,
     )
     print_summary(result)
-    for error in result.get("skipped_lines", []):
-        err_console.print(plain(f"skipped: {error['message']}", "yellow"))
+    print_skipped([error["message"] for error in result.get("skipped_lines", [])])
     report = Result("eval", f"sftkit eval: {result['models']['tuned']['name']} on {Path(data).name}", result)
     registry = get_registry()
     written = [registry.resolve("reporters", "json")(report, Path(report_dir)),

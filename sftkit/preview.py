@@ -43,7 +43,7 @@ def command(data, spec, columns, instruction, loader, loader_options, skip_inval
     from rich.rule import Rule
     from rich.text import Text
 
-    from sftkit.console import console, err_console, plain
+    from sftkit.console import console, err_console, plain, print_skipped
     from sftkit.pipeline import prepare
 
     prepared = prepare(
@@ -54,8 +54,7 @@ def command(data, spec, columns, instruction, loader, loader_options, skip_inval
         add_special_tokens=add_special_tokens, trust_remote_code=trust_remote_code, skip_invalid=skip_invalid,
     )
     examples = list(islice(prepared.examples, start, start + count))
-    for error in prepared.skipped:
-        err_console.print(plain(f"skipped: {error.message}", "yellow"))
+    print_skipped([error.message for error in prepared.skipped])
     tokenized = prepared.encoder.encode_many(examples)
     tokenizer = prepared.tokenizer
     if fmt == "json":

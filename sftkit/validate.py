@@ -58,7 +58,7 @@ def command(ctx, data, spec, columns, instruction, loader, loader_options, skip_
     Prints a summary per validator and the top issues, writes an HTML and a JSON report, and
     exits 1 when an issue at or above --fail-on is found (0 otherwise, 2 on unreadable input).
     """
-    from sftkit.console import err_console, plain
+    from sftkit.console import err_console, plain, print_skipped
     from sftkit.io import atomic_write_json
     from sftkit.registry import get_registry
     from sftkit.validation import failed, run_validation
@@ -82,8 +82,7 @@ def command(ctx, data, spec, columns, instruction, loader, loader_options, skip_
     if json_path:
         written.append(atomic_write_json(json_path, result.data))
     print_summary(result)
-    for error in result.data["dataset"]["skipped_lines"]:
-        err_console.print(plain(f"skipped: line {error['line']}: {error['message']}", "yellow"))
+    print_skipped([error["message"] for error in result.data["dataset"]["skipped_lines"]])
     if written:
         err_console.print(plain("report: " + ", ".join(str(p) for p in written), "bold"))
     if failed(result, fail_on):

@@ -169,7 +169,7 @@ def test_validate_skip_invalid_lists_the_skipped_lines_in_output_and_report(run_
     result = run_cli("validate", path, "--no-tokenizer", "--skip-invalid", "--report-dir", tmp_path,
                      "--only", "schema")
     assert result.exit_code == 0, result.stderr
-    assert squash(f"skipped: line 3: {path}, line 3: invalid UTF-8") in squash(result.stderr)
+    assert squash(f"skipped: {path}, line 3: invalid UTF-8") in squash(result.stderr)
     report = json.loads((tmp_path / "validate.json").read_text())
     assert report["summary"]["rows"] == 2
     assert [(s["line"], s["row"]) for s in report["dataset"]["skipped_lines"]] == [(3, None)]
@@ -493,3 +493,16 @@ def test_every_corpus_file_has_a_case():
     assert len(files) >= 25
     assert files - covered == set()
     assert covered - files == set()
+
+
+def test_many_skipped_lines_are_listed_up_to_a_limit_then_counted(run_cli, tmp_path):
+    path = tmp_path / "many_broken.jsonl"
+    good = json.dumps({"instruction": "Say hi.", "output": "hi"})
+    path.write_text("\n".join([good] + ["{broken"] * 30 + [good]) + "\n")
+    result = run_cli("validate", path, "--no-tokenizer", "--skip-invalid", "--report-dir", tmp_path, "--only", "schema")
+    assert result.exit_code == 0, result.stderr
+    flat = squash(result.stderr)
+    assert flat.count("skipped:") == 21  # 20 listed, then one line with the count
+    assert squash("... and 10 more broken lines (30 in all") in flat
+    report = json.loads((tmp_path / "validate.json").read_text())
+    assert len(report["dataset"]["skipped_lines"]) == 30
