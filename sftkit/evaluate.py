@@ -432,21 +432,27 @@ def print_summary(result: dict) -> None:
 
     roles = [role for role in ROLES if role in result["models"]]
     conf = int(round(result["bootstrap"]["confidence"] * 100))
+    from rich import box
+
+    names = ", ".join(f"{role} = {result['models'][role]['name']}" for role in roles)
     table = Table(title=plain(f"sftkit eval: {result['data']} ({result['rows']} rows, {result['task']})"),
-                  title_justify="left")
+                  caption=plain(f"{names}; value [{conf}% bootstrap CI]"), title_justify="left",
+                  caption_justify="left", box=box.SIMPLE_HEAD, show_lines=True)
     table.add_column("metric")
     for role in roles:
-        label = role if len(roles) > 1 else "value"
-        table.add_column(plain(f"{label}: {result['models'][role]['name']} [{conf}% CI]"), justify="right")
+        table.add_column(role if len(roles) > 1 else "value", justify="right")
     if len(roles) > 1:
-        table.add_column(f"difference [{conf}% CI]", justify="right")
+        table.add_column("tuned - base", justify="right")
         table.add_column("p", justify="right")
     for sub, entry in result["metrics"].items():
-        cells = [plain(sub)] + [plain(_fmt(entry.get(role))) for role in roles]
+        cells = [plain(sub)]
+        for role in roles:  # the value, its interval on the line below
+            e = entry.get(role)
+            cells.append(plain(f"{e['value']:.3f}\n[{e['low']:.3f}, {e['high']:.3f}]" if e else ""))
         if "difference" in entry:
             diff = entry["difference"]
             style = ("green" if diff["low"] > 0 else "red") if diff["significant"] else ""
-            cells += [plain(f"{diff['value']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]", style),
+            cells += [plain(f"{diff['value']:+.3f}\n[{diff['low']:+.3f}, {diff['high']:+.3f}]", style),
                       plain(f"{diff['p_value']:.3f}")]
         table.add_row(*cells)
     console.print(table)

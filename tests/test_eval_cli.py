@@ -73,7 +73,7 @@ def test_eval_compare_same_model_writes_three_reports(run_cli, tmp_path):
     codes = {w["code"] for w in data["warnings"]}
     assert "hit_max_new_tokens" in codes
     # terminal: the table, the headline, and the paths
-    assert "accuracy" in result.stdout and "difference" in result.stdout
+    assert "accuracy" in result.stdout and "tuned - base" in result.stdout
     assert "accuracy: base" in result.stdout and "within the noise" in flat(result.stdout)
     html = (out / "eval.html").read_text("utf-8")
     assert "<script>alert" not in html and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
