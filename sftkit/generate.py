@@ -11,6 +11,7 @@ in the original order.
 """
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -107,11 +108,30 @@ def make_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int 
     return batches
 
 
+MIN_SHARED_PREFIX = 8
+
+
+def shared_prefix_length(encoded: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every prompt has in common (each keeps at least one of its own)."""
+    if not encoded:
+        return 0
+    limit = min(len(ids) for ids in encoded) - 1
+    first = encoded[0]
+    length = 0
+    while length < limit and all(ids[length] == first[length] for ids in encoded):
+        length += 1
+    return length
+
+
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 64, batch_size: int = 16,
              max_batch_tokens: int | None = 4096, end_texts: Iterable[str] = (), progress: bool = True,
-             description: str = "generating", sort_by_length: bool = True) -> list[Generation]:
+             description: str = "generating", sort_by_length: bool = True, share_prefix: bool = True) -> list[Generation]:
     """Greedy outputs for ``prompts`` (in their order), ``batch_size`` prompts at a time
-    (fewer where long prompts would exceed ``max_batch_tokens`` padded tokens)."""
+    (fewer where long prompts would exceed ``max_batch_tokens`` padded tokens).
+
+    With ``share_prefix``, the tokens every prompt starts with (the template and a constant
+    instruction, often most of an evaluation prompt) are run through the model once; each
+    batch starts from a copy of that KV cache, its own tokens left-padded after it."""
     import torch
 
     from sftkit.console import err_console, progress_disabled
@@ -133,13 +153,30 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_toke
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=err_console, disable=not progress or progress_disabled(), transient=True)
     model.eval()
+    shared = shared_prefix_length(encoded) if share_prefix and len(prompts) > 1 else 0
+    if shared < MIN_SHARED_PREFIX:
+        shared = 0
     with bar, left_padding(tokenizer), torch.inference_mode():
         task = bar.add_task(description, total=len(prompts))
+        prefix_cache = None
+        if shared:
+            prefix = torch.tensor([encoded[0][:shared]], device=model.device)
+            prefix_cache = model(input_ids=prefix, use_cache=True).past_key_values
         for batch in batches:
-            padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
-            output = model.generate(input_ids=padded["input_ids"].to(model.device),
-                                    attention_mask=padded["attention_mask"].to(model.device), **options)
-            width = padded["input_ids"].shape[1]
+            padded = tokenizer.pad({"input_ids": [encoded[i][shared:] for i in batch]}, return_tensors="pt")
+            input_ids, mask = padded["input_ids"], padded["attention_mask"]
+            extra = {}
+            if prefix_cache is not None:
+                # [shared prefix][left padding][own tokens]: the mask hides the padding, and
+                # positions come from the mask, so each prompt sees exactly its own tokens.
+                input_ids = torch.cat([torch.tensor([encoded[batch[0]][:shared]] * len(batch)), input_ids], dim=1)
+                mask = torch.cat([torch.ones(len(batch), shared, dtype=mask.dtype), mask], dim=1)
+                cache = copy.deepcopy(prefix_cache)
+                cache.batch_repeat_interleave(len(batch))
+                extra["past_key_values"] = cache
+            output = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
+                                    **options, **extra)
+            width = input_ids.shape[1]
             for row, index in enumerate(batch):
                 results[index] = _finish(tokenizer, output[row, width:].tolist(), stops, max_new_tokens)
             bar.advance(task, len(batch))

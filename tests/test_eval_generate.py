@@ -148,3 +148,30 @@ def test_batches_are_longest_first_and_bounded_in_padded_tokens():
         assert len(batch) <= 4 and len(batch) * max(lengths[i] for i in batch) <= 4096
     assert make_batches(lengths, batch_size=4, max_batch_tokens=None) == [[1, 5, 3, 0], [4, 7, 6, 2]]
     assert make_batches([5000, 10], batch_size=4, max_batch_tokens=100) == [[0], [1]]  # a long prompt alone
+
+
+def test_a_shared_prompt_prefix_runs_once_and_changes_no_token(model, tok, monkeypatch):
+    from sftkit.generate import shared_prefix_length
+
+    preamble = "Below is an instruction. Classify the sentiment of this sentence as positive or negative.\n\n"
+    prompts = [preamble + tail for tail in ("Profits rose.", "The plant closed and 140 people lost their jobs.",
+                                            "Sales were flat.", "Shares soared after the record quarter!")]
+    encoded = tok(prompts)["input_ids"]
+    shared = shared_prefix_length(encoded)
+    assert shared >= 15 and all(ids[:shared] == encoded[0][:shared] for ids in encoded)
+    seen = []
+    original = model.generate
+
+    def spy(**kwargs):
+        seen.append((kwargs["input_ids"].shape, kwargs.get("past_key_values")))
+        return original(**kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    batched = generate(model, tok, prompts, max_new_tokens=8, batch_size=4, progress=False)
+    monkeypatch.undo()
+    (shape, cache), = seen
+    assert cache is not None and shape[1] == max(len(ids) for ids in encoded)  # prefix + padded own tokens
+    alone = generate(model, tok, prompts, max_new_tokens=8, batch_size=1, share_prefix=False, progress=False)
+    assert [g.token_ids for g in batched] == [g.token_ids for g in alone]
+    assert shared_prefix_length([[1, 2, 3], [1, 2]]) == 1  # every prompt keeps a token of its own
+    assert shared_prefix_length([[5, 6], [7, 6]]) == 0
