@@ -340,9 +340,15 @@ def run_eval(model: str, data: str, *, spec: str | None = None, columns: tuple[s
             if "labels" in metric.component.options() and "labels" not in (metric_options or {}).get(metric.name, {}):
                 metric.options["labels"] = list(mapper.labels)
 
+    notes: list[dict] = []
+    trained_with = (run_info or {}).get("template")
     if run_info is not None and template is None:
-        template = run_info.get("template") or None
+        template = trained_with or None
         template_options = template_options or dict(run_info.get("template_options") or {})
+    elif trained_with and template != trained_with:
+        notes.append({"model": "tuned", "code": "template_differs", "rows": [],
+                      "message": f"tuned: trained with template {trained_with!r}, evaluated with {template!r} "
+                                 f"(prompts differ from training)"})
     template = template or chosen.default_template
     template_options = template_options or {}
     max_new = max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(task, FALLBACK_MAX_NEW_TOKENS)
@@ -360,7 +366,7 @@ def run_eval(model: str, data: str, *, spec: str | None = None, columns: tuple[s
 
     table, metric_notes = score(metric_specs, runs, references, classification, resamples=resamples, seed=seed,
                                 confidence=confidence)
-    warn = [w for run in runs.values() for w in sanity_warnings(run, max_new)] + metric_notes
+    warn = notes + [w for run in runs.values() for w in sanity_warnings(run, max_new)] + metric_notes
 
     result: dict[str, Any] = {
         "data": str(data), "rows": len(examples), "limit": limit, "spec": chosen.name, "spec_note": note,

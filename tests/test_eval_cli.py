@@ -92,9 +92,20 @@ def test_eval_of_a_run_folder_compares_with_its_base_model(run_cli, lora_run, tm
     assert data["models"]["base"]["name"] == "tiny-random"  # the default --compare of a run folder
     assert data["models"]["tuned"]["run"]["method"] == "lora"
     assert data["rows"] == 3 and data["limit"] == 3
+    assert not [w for w in data["warnings"] if w["code"] == "template_differs"]
     # an untrained LoRA adapter (B = 0) changes nothing: the same tokens as its base model
     for example in data["examples"]:
         assert example["outputs"]["tuned"] == example["outputs"]["base"]
+
+
+def test_another_template_than_the_runs_is_warned_about(run_cli, lora_run, tmp_path):
+    result = run_cli("eval", "--model", lora_run, "--data", SENTIMENT, "--template", "chatml", "--no-compare",
+                     "--max-new-tokens", "2", "--limit", "2", "--report-dir", tmp_path, "--resamples", "100")
+    assert result.exit_code == 0, result.stderr
+    data = read(tmp_path / "eval.json")
+    assert data["template"] == "chatml" and set(data["models"]) == {"tuned"}
+    assert [w["code"] for w in data["warnings"]][0] == "template_differs"
+    assert "trained with template 'alpaca'" in flat(result.stderr)
 
 
 def test_summarization_metrics_and_bleu_signature(run_cli, tmp_path):
