@@ -89,5 +89,5 @@ def command(ctx, recipe, resume, no_validate, **flags):
         err_console.print(plain(
             f"done: {s['steps']} steps, loss {s['first_loss']:.4f} -> {s['final_loss']:.4f}"
             + (f", best eval loss {s['best_eval_loss']:.4f}" if s["best_eval_loss"] is not None else "")
-            + f", {s['trained_tokens_per_s']:,.0f} trained tokens/s ({s['tokens_per_s']:,.0f} tokens/s); "
+            + f", {s['trained_tokens_per_s']:,.1f} trained tokens/s ({s['tokens_per_s']:,.1f} tokens/s); "
               f"run folder {result['run_dir']} (report.html)", "green"))
