@@ -11,6 +11,7 @@ A spec is YAML (see ``datasets_spec/``)::
     template: alpaca          # the template to use when none is given
     constraints: {output: {min_length: 1}}      # per-field checks the schema validator enforces
     validators: {quality: {min_output_chars: 2}}  # validator options (thresholds)
+    severity: {conflicting_labels: warning}       # change an issue code's severity (or "off")
     loader_options: {encoding_errors: replace}    # options for the loader of this data
 """
 from __future__ import annotations
@@ -53,7 +54,8 @@ DEFAULT_TEMPLATE = {
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "model": "assistant", "bot": "assistant", "chatgpt": "assistant", "system": "system"}
 SPEC_KEYS = ("name", "description", "format", "columns", "instruction", "system", "task", "labels",
-             "template", "constraints", "validators", "loader", "loader_options", "source")
+             "template", "constraints", "validators", "severity", "loader", "loader_options", "source")
+SEVERITY_LEVELS = ("error", "warning", "info", "off")
 
 
 @dataclass
@@ -70,6 +72,7 @@ class DatasetSpec:
     template: str | None = None
     constraints: dict[str, dict[str, Any]] = field(default_factory=dict)
     validators: dict[str, dict[str, Any]] = field(default_factory=dict)
+    severity: dict[str, str] = field(default_factory=dict)  # issue code -> error | warning | info | off
     description: str = ""
     loader: str | None = None
     loader_options: dict[str, Any] = field(default_factory=dict)
@@ -304,6 +307,9 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> DatasetSpec:
     for key in ("constraints", "validators", "loader_options"):
         if not isinstance(data.get(key) or {}, dict):
             raise DataError(f"{key} must be a mapping", path=source, field=key)
+    severity = data.get("severity") or {}
+    if not isinstance(severity, dict) or any(v not in SEVERITY_LEVELS for v in severity.values()):
+        raise DataError("severity must map issue codes to " + " | ".join(SEVERITY_LEVELS), path=source, field="severity")
     instruction = data.get("instruction")
     if instruction is not None and not isinstance(instruction, str):
         raise DataError("instruction must be a string", path=source, field="instruction")
@@ -318,6 +324,7 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> DatasetSpec:
         template=data.get("template"),
         constraints=data.get("constraints") or {},
         validators=data.get("validators") or {},
+        severity={str(k): str(v) for k, v in severity.items()},
         description=str(data.get("description") or ""),
         loader=data.get("loader"),
         loader_options=data.get("loader_options") or {},

@@ -21,6 +21,17 @@ def parse_names(values: tuple[str, ...]) -> list[str]:
     return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
+def parse_severities(items: tuple[str, ...]) -> dict[str, str]:
+    """``("conflicting_labels=warning",)`` -> ``{"conflicting_labels": "warning"}``, levels checked."""
+    from sftkit.spec import SEVERITY_LEVELS
+
+    levels = parse_key_values(items, "--severity")
+    for code, level in levels.items():
+        if level not in SEVERITY_LEVELS:
+            raise UsageError(f"--severity {code}={level}: the level must be one of {', '.join(SEVERITY_LEVELS)}")
+    return levels
+
+
 def parse_validator_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]:
     """``("quality.near_dup_threshold=0.7",)`` -> ``{"quality": {"near_dup_threshold": "0.7"}}``."""
     out: dict[str, dict[str, str]] = {}
@@ -45,6 +56,8 @@ def parse_validator_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]
               help="Exit 1 when an issue of this severity (or worse) is found.")
 @click.option("--only", multiple=True, metavar="NAMES", help="Run only these validators (comma-separated).")
 @click.option("--skip", multiple=True, metavar="NAMES", help="Skip these validators (comma-separated).")
+@click.option("--severity", "severities", multiple=True, metavar="CODE=LEVEL",
+              help="Change an issue code's severity: error, warning, info or off (repeatable; also spec key 'severity').")
 @click.option("--validator-option", "validator_options", multiple=True, metavar="NAME.KEY=VALUE",
               help="A validator threshold, e.g. quality.near_dup_threshold=0.7 (repeatable).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
@@ -52,7 +65,7 @@ def parse_validator_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]
 @click.pass_context
 def command(ctx, data, spec, columns, instruction, loader, loader_options, skip_invalid, template, template_options,
             masking, masking_options, model, max_length, add_special_tokens, trust_remote_code, no_tokenizer,
-            eval_data, report_dir, json_path, fail_on, only, skip, validator_options, batch_size):
+            eval_data, report_dir, json_path, fail_on, only, skip, severities, validator_options, batch_size):
     """Check a dataset before training: schema, quality, consistency, balance, tokenization, leakage.
 
     Prints a summary per validator and the top issues, writes an HTML and a JSON report, and
@@ -72,7 +85,7 @@ def command(ctx, data, spec, columns, instruction, loader, loader_options, skip_
         model=None if no_tokenizer else model, trust_remote_code=trust_remote_code, max_length=max_length,
         add_special_tokens=add_special_tokens, eval_data=eval_data, only=parse_names(only), skip=parse_names(skip),
         validator_options=parse_validator_options(validator_options), batch_size=batch_size,
-        skip_invalid=skip_invalid, registry=registry,
+        skip_invalid=skip_invalid, severity=parse_severities(severities), registry=registry,
     )
     written = []
     for name, component in registry.components("reporters").items():

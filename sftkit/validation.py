@@ -249,6 +249,23 @@ def example_view(example: Example) -> dict[str, Any]:
     return view
 
 
+def apply_severity(issues: list[Issue], levels: dict[str, str]) -> list[Issue]:
+    """Change issue severities by code (``{"conflicting_labels": "warning"}``); ``off`` drops the code.
+
+    The original severity is kept in ``issue.details["default_severity"]``.
+    """
+    out = []
+    for issue in issues:
+        level = levels.get(issue.code)
+        if level is None or level == issue.severity:
+            out.append(issue)
+        elif level != "off":
+            issue.details = {**issue.details, "default_severity": issue.severity}
+            issue.severity = level
+            out.append(issue)
+    return out
+
+
 def failed(result: Result, fail_on: str = "error") -> bool:
     """True when the result has an issue at or above ``fail_on`` (``error`` or ``warning``)."""
     if fail_on not in ("error", "warning"):
@@ -281,13 +298,16 @@ def run_validation(
     batch_size: int = 8,
     skip_invalid: bool = False,
     chunk_rows: int = CHUNK_ROWS,
+    severity: dict[str, str] | None = None,
     registry: Any = None,
 ) -> Result:
     """Validate a dataset and return the ``Result`` (kind ``validate``) that reporters write.
 
     Options mirror ``sftkit validate``: ``model=None`` skips tokenizer checks (or pass a
     loaded ``tokenizer``); ``max_length`` defaults to 1024 (TRL's default); ``only``/``skip``
-    name validators; ``validator_options`` is ``{"quality": {"near_dup_threshold": 0.8}}``.
+    name validators; ``validator_options`` is ``{"quality": {"near_dup_threshold": 0.8}}``;
+    ``severity`` changes issue codes' severities (``{"conflicting_labels": "warning"}``, or
+    ``"off"``), on top of the spec's ``severity`` map.
     Use ``failed(result, fail_on)`` to decide whether to stop. Raises ``SftkitError`` (exit 2)
     for unreadable input or bad options. ``result.data`` follows the JSON schema in the README.
     """
@@ -328,5 +348,6 @@ def run_validation(
         template_name=template_name, masking_name=masking,
     )
     issues, timings = run_validators(context, validators)
+    issues = apply_severity(issues, {**chosen.severity, **(severity or {})})
     return build_result(context, issues, [v.__name__ for v in validators], source=str(data), note=note,
                         timings=timings, skipped=skipped)
