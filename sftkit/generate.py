@@ -146,7 +146,6 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_toke
     if stops.strings:
         options.update(stop_strings=list(stops.strings), tokenizer=tokenizer)
     results: list[Generation | None] = [None] * len(prompts)
-    batches = make_batches([len(ids) for ids in encoded], batch_size, max_batch_tokens, sort_by_length)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -156,6 +155,8 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_toke
     shared = shared_prefix_length(encoded) if share_prefix and len(prompts) > 1 else 0
     if shared < MIN_SHARED_PREFIX:
         shared = 0
+    # the padding budget counts the tokens each batch pads and runs: those after the shared prefix
+    batches = make_batches([len(ids) - shared for ids in encoded], batch_size, max_batch_tokens, sort_by_length)
     with bar, left_padding(tokenizer), torch.inference_mode():
         task = bar.add_task(description, total=len(prompts))
         prefix_cache = None
