@@ -182,4 +182,4 @@ def test_skip_invalid_lists_broken_lines(run_cli, tmp_path):
     parsed = json.loads(out.read_text("utf-8"))
     assert parsed["summary"]["rows"] == 24
     assert [s["line"] for s in parsed["dataset"]["skipped_lines"]] == [4]
-    assert "skipped: line 4" in result.stderr
+    assert f"skipped: {data}, line 4: invalid JSON" in result.stderr
