@@ -1,12 +1,20 @@
 """Benchmark: sftkit's batched generation against a one-prompt-at-a-time loop.
 
-Both decode greedily with SmolLM2-135M-Instruct on the same 64 prompts (the demo's held-out
-sentences rendered with the alpaca template, as `sftkit eval` renders them) and the same
-``max_new_tokens``. The loop is the form tutorials write: tokenize one prompt, call
-``model.generate``, decode the new tokens. The table shows both timings side by side, the
-speedup, and how many outputs are identical token for token.
+Both decode greedily with SmolLM2-135M-Instruct on the same 64 prompts, rendered with the
+alpaca template as `sftkit eval` renders them, and the same ``max_new_tokens``. The loop is
+the form tutorials write: tokenize one prompt, call ``model.generate``, decode the new
+tokens. Two workloads, one row pair each:
 
-    .venv/bin/python bench/bench_generate.py [--prompts 64] [--max-new-tokens 32] [--batch-size 16]
+- ``instructions``: the Self-Instruct seed tasks (../shared/data; short prompts, answers of
+  up to 64 tokens): decoding dominates, which is what batching speeds up;
+- ``classification``: the demo's held-out sentences (prompts of about 100 tokens, answers of
+  a sentence at most): the prompt pass (prefill) dominates, and batching cannot reduce its
+  arithmetic.
+
+The table shows both timings side by side, the speedup, and how many outputs are identical
+token for token.
+
+    .venv/bin/python bench/bench_generate.py [--workload instructions|classification|both] [--prompts 64]
 """
 from __future__ import annotations
 
@@ -18,16 +26,22 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "demo" / "financial_sentiment" / "test.jsonl"
-SPEC = ROOT / "demo" / "financial_sentiment" / "spec.yaml"
+SHARED = Path(os.environ.get("SFTKIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+WORKLOADS = {
+    # name: (data, spec, max_new_tokens)
+    "instructions": (SHARED / "self_instruct_seed_tasks.jsonl", "self_instruct", 64),
+    "classification": (ROOT / "demo" / "financial_sentiment" / "test.jsonl",
+                       str(ROOT / "demo" / "financial_sentiment" / "spec.yaml"), 32),
+}
 
 
-def prompts_for(n: int, tokenizer) -> list[str]:
+def prompts_for(workload: str, n: int, tokenizer) -> list[str]:
     from itertools import islice
 
     from sftkit.pipeline import Encoder, open_dataset
 
-    _, _, examples = open_dataset(DATA, spec=str(SPEC))
+    data, spec, _ = WORKLOADS[workload]
+    _, _, examples = open_dataset(data, spec=spec)
     encoder = Encoder.build(template="alpaca", tokenizer=tokenizer)
     return [encoder.prompt(example) for example in islice(examples, n)]
 
@@ -49,10 +63,40 @@ def loop_generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> 
     return outputs
 
 
+def run(workload: str, model, tokenizer, n: int, batch_size: int, max_new_tokens: int | None) -> dict:
+    """Time the loop and the batched generation on one workload."""
+    from sftkit.generate import generate
+
+    max_new = max_new_tokens or WORKLOADS[workload][2]
+    prompts = prompts_for(workload, n, tokenizer)
+    lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
+    start = time.perf_counter()
+    looped = loop_generate(model, tokenizer, prompts, max_new)
+    loop_s = time.perf_counter() - start
+    start = time.perf_counter()
+    batched = generate(model, tokenizer, prompts, max_new_tokens=max_new, batch_size=batch_size, progress=False)
+    batch_s = time.perf_counter() - start
+    differ = [i for i, (a, b) in enumerate(zip(looped, batched)) if a != b.token_ids]
+    note = ""
+    if differ:
+        first, prefix = differ[0], 0
+        a, b = looped[differ[0]], batched[differ[0]].token_ids
+        while prefix < min(len(a), len(b)) and a[prefix] == b[prefix]:
+            prefix += 1
+        note = (f"{workload}: outputs differ for prompts {differ}; e.g. prompt {first}: the same first {prefix} "
+                f"tokens, then {tokenizer.decode(list(a[prefix:prefix + 5]))!r} (loop) vs "
+                f"{tokenizer.decode(list(b[prefix:prefix + 5]))!r} (batched)")
+    return {"workload": workload, "prompts": len(prompts), "prompt_tokens": [min(lengths), max(lengths)],
+            "max_new_tokens": max_new, "batch_size": batch_size, "new_tokens": sum(len(t) for t in looped),
+            "loop_s": loop_s, "batched_s": batch_s, "speedup": loop_s / batch_s,
+            "identical": len(prompts) - len(differ), "differ": differ, "note": note}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", choices=["both", *WORKLOADS], default="both")
     parser.add_argument("--prompts", type=int, default=64)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: 64 instructions, 32 classification")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
@@ -67,47 +111,31 @@ def main() -> int:
 
     tokenizer = load_tokenizer("smollm2-135m")
     model = load_model("smollm2-135m").eval()
-    prompts = prompts_for(args.prompts, tokenizer)
-    lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
-    generate(model, tokenizer, prompts[:2], max_new_tokens=2, batch_size=2, progress=False)  # warm-up
+    generate(model, tokenizer, ["Hello"], max_new_tokens=2, progress=False)  # warm-up
+    workloads = list(WORKLOADS) if args.workload == "both" else [args.workload]
+    if "instructions" in workloads and not WORKLOADS["instructions"][0].exists():
+        print(f"skipping the instructions workload: {WORKLOADS['instructions'][0]} is absent")
+        workloads.remove("instructions")
+    results = [run(w, model, tokenizer, args.prompts, args.batch_size, args.max_new_tokens) for w in workloads]
 
-    start = time.perf_counter()
-    looped = loop_generate(model, tokenizer, prompts, args.max_new_tokens)
-    loop_s = time.perf_counter() - start
-
-    start = time.perf_counter()
-    batched = generate(model, tokenizer, prompts, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                       progress=False)
-    batch_s = time.perf_counter() - start
-
-    same = sum(1 for a, b in zip(looped, batched) if a == b.token_ids)
-    differ = [i for i, (a, b) in enumerate(zip(looped, batched)) if a != b.token_ids]
-    tokens = sum(len(t) for t in looped)
-    table = Table(title=f"batched generation vs a one-prompt loop: SmolLM2-135M, {len(prompts)} prompts "
-                        f"({min(lengths)}-{max(lengths)} tokens), greedy, max_new_tokens {args.max_new_tokens}, "
-                        f"{torch.get_num_threads()} CPU threads", title_justify="left")
-    for column in ("method", "seconds", "prompts/s", "new tokens/s", "speedup", "identical outputs"):
-        table.add_column(column, justify="right" if column != "method" else "left")
-    table.add_row("one prompt at a time (tutorial loop)", f"{loop_s:.1f}", f"{len(prompts) / loop_s:.2f}",
-                  f"{tokens / loop_s:.1f}", "1.00x", "reference")
-    table.add_row(f"sftkit.generate, batch {args.batch_size}, left padding", f"{batch_s:.1f}",
-                  f"{len(prompts) / batch_s:.2f}", f"{tokens / batch_s:.1f}", f"{loop_s / batch_s:.2f}x",
-                  f"{same}/{len(prompts)}")
-    Console().print(table)
-    if differ:
-        first = differ[0]
-        prefix = 0
-        while prefix < min(len(looped[first]), len(batched[first].token_ids)) and \
-                looped[first][prefix] == batched[first].token_ids[prefix]:
-            prefix += 1
-        print(f"outputs differ for prompts {differ}; e.g. prompt {first}: the same first {prefix} tokens, then "
-              f"{tokenizer.decode(looped[first][prefix:prefix + 5])!r} (loop) vs "
-              f"{tokenizer.decode(list(batched[first].token_ids[prefix:prefix + 5]))!r} (batched)")
+    table = Table(title=f"batched generation vs a one-prompt loop: SmolLM2-135M, greedy, "
+                        f"{torch.get_num_threads()} CPU thread(s)", title_justify="left")
+    for column in ("workload", "method", "seconds", "new tokens/s", "speedup", "identical outputs"):
+        table.add_column(column, justify="left" if column in ("workload", "method") else "right")
+    for r in results:
+        what = (f"{r['workload']}: {r['prompts']} prompts of {r['prompt_tokens'][0]}-{r['prompt_tokens'][1]} "
+                f"tokens, max_new_tokens {r['max_new_tokens']}")
+        table.add_row(what, "one prompt at a time (tutorial loop)", f"{r['loop_s']:.1f}",
+                      f"{r['new_tokens'] / r['loop_s']:.1f}", "1.00x", "reference")
+        table.add_row("", f"sftkit.generate, batch {r['batch_size']}, left padding", f"{r['batched_s']:.1f}",
+                      f"{r['new_tokens'] / r['batched_s']:.1f}", f"{r['speedup']:.2f}x",
+                      f"{r['identical']}/{r['prompts']}", end_section=True)
+    Console(width=140).print(table)
+    for r in results:
+        if r["note"]:
+            print(r["note"])
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
-            "loop_s": loop_s, "batched_s": batch_s, "speedup": loop_s / batch_s, "identical": same,
-            "differ": differ, "threads": torch.get_num_threads()}, indent=1))
+        Path(args.json).write_text(json.dumps({"threads": torch.get_num_threads(), "results": results}, indent=1))
     return 0
 
 
