@@ -88,7 +88,18 @@ class DatasetSpec:
         return self.template or DEFAULT_TEMPLATE[self.format]
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in SPEC_KEYS if getattr(self, k, None) not in (None, "", [], {})}
+        """The spec as YAML-ready data; ``spec_from_dict(spec.to_dict())`` gives the same spec.
+
+        A default column the spec removed (``instruction: null`` for data with a constant
+        instruction) is written as None, so reading it back does not restore the default.
+        """
+        out = {k: getattr(self, k) for k in SPEC_KEYS if getattr(self, k, None) not in (None, "", [], {})}
+        columns = dict(self.columns)
+        for canonical in DEFAULT_COLUMNS[self.format]:
+            if canonical not in columns:
+                columns[canonical] = None
+        out["columns"] = columns
+        return out
 
     # -- mapping ----------------------------------------------------------------------------
     def map_record(self, record: dict) -> dict[str, Any]:

@@ -85,3 +85,15 @@ def test_yaml_alias_bomb_is_refused(tmp_path):
     path.write_text('a: &a ["x","x"]\nb: &b [*a,*a]\nc: [*b,*b]\n')
     with pytest.raises(DataError, match="aliases"):
         load_spec(str(path))
+
+
+def test_to_dict_roundtrips_removed_columns_and_constants():
+    for name in builtin_spec_names():
+        spec = load_spec(name)
+        again = spec_from_dict(spec.to_dict(), spec.source)
+        assert again == spec, name
+    demo = load_spec("financial_phrasebank")
+    assert demo.to_dict()["columns"]["instruction"] is None
+    again = spec_from_dict(demo.to_dict())
+    example = again.to_example({"label": "positive", "content": "Profit rose."}, row=0)
+    assert example.instruction == demo.instruction and example.input == "Profit rose."
