@@ -541,6 +541,7 @@ def command(model, data, spec, columns, instruction, loader, loader_options, ski
     from sftkit.console import err_console, plain, print_skipped
     from sftkit.io import atomic_write_json
     from sftkit.registry import get_registry
+    from sftkit.reporting import write_reports
     from sftkit.types import Result
 
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
@@ -555,9 +556,7 @@ def command(model, data, spec, columns, instruction, loader, loader_options, ski
     print_summary(result)
     print_skipped([error["message"] for error in result.get("skipped_lines", [])])
     report = Result("eval", f"sftkit eval: {result['models']['tuned']['name']} on {Path(data).name}", result)
-    registry = get_registry()
-    written = [registry.resolve("reporters", "json")(report, Path(report_dir)),
-               registry.resolve("reporters", "html")(report, Path(report_dir))]
+    written = write_reports(report, report_dir, get_registry())
     if json_path:
         written.append(atomic_write_json(Path(json_path), result))
     err_console.print(plain("reports: " + ", ".join(str(p) for p in written if p), "dim"))

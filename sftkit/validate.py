@@ -74,6 +74,7 @@ def command(ctx, data, spec, columns, instruction, loader, loader_options, skip_
     from sftkit.console import err_console, plain, print_skipped
     from sftkit.io import atomic_write_json
     from sftkit.registry import get_registry
+    from sftkit.reporting import write_reports
     from sftkit.validation import failed, run_validation
 
     registry = get_registry()
@@ -87,11 +88,7 @@ def command(ctx, data, spec, columns, instruction, loader, loader_options, skip_
         validator_options=parse_validator_options(validator_options), batch_size=batch_size,
         skip_invalid=skip_invalid, severity=parse_severities(severities), registry=registry,
     )
-    written = []
-    for name, component in registry.components("reporters").items():
-        path = component.bind()(result, Path(report_dir))
-        if path is not None:
-            written.append(Path(path))
+    written = write_reports(result, report_dir, registry)
     if json_path:
         written.append(atomic_write_json(json_path, result.data))
     print_summary(result)

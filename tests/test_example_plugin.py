@@ -133,3 +133,6 @@ def test_train_then_eval_with_the_plugins_components(plugin_env, preview, tmp_pa
         assert example["scores"]["tuned"]["length_ratio"] == pytest.approx(expected)
         scores.append(expected)
     assert report["metrics"]["length_ratio"]["tuned"]["value"] == pytest.approx(sum(scores) / len(scores))
+    # every registered reporter runs on eval results too: the plugin's Markdown report is written
+    assert sorted(p.name for p in out.iterdir()) == ["e.json", "eval.html", "eval.json", "eval.md"]
+    assert "length\\_ratio" in (out / "eval.md").read_text()
