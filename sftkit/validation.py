@@ -64,6 +64,7 @@ class ExampleStore:
         if index == len(self._frozen):
             return self._open
         if self._cache is None or self._cache[0] != index:
+            # Safe: these bytes were pickled by this process in add(); nothing is read from disk.
             self._cache = (index, pickle.loads(self._frozen[index]))
         return self._cache[1]
 
