@@ -6,6 +6,7 @@ wrong type is one clear message naming the closest valid key (exit 2).
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -236,8 +237,9 @@ def check_settings(settings: dict[str, Any], source: str, base: Path | None = No
 
 
 def _resolve(path: str, base: Path) -> str:
+    """A recipe-relative path, normalised (``demo/../runs/demo`` -> ``runs/demo``)."""
     candidate = Path(path).expanduser()
-    return str(candidate if candidate.is_absolute() else (base / candidate))
+    return os.path.normpath(candidate if candidate.is_absolute() else (base / candidate))
 
 
 def build_recipe(recipe_path: str | Path | None, flags: dict[str, Any]) -> Recipe:

@@ -269,7 +269,7 @@ def test_recipe_paths_resolve_against_the_recipe_folder_and_are_checked(tmp_path
     built = build_recipe(recipe, {})
     assert [d.path for d in built.data] == [str(folder / "train.jsonl")]
     assert built.spec == str(folder / "my_spec.yaml")
-    assert built.eval_data == str(folder / "../held_out.jsonl")
+    assert built.eval_data == str(tmp_path / "held_out.jsonl")  # normalised: no "project/.." left
     result = run_cli("train", recipe, "--max-steps", "1")
     assert result.exit_code == 2
     assert "Traceback" not in result.stdout + result.stderr
