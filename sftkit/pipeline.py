@@ -247,27 +247,45 @@ def prepare(
 ) -> Prepared:
     """Resolve components (rejecting unknown options first), open the data, load the tokenizer."""
     registry = registry or get_registry()
-    # Options are checked before any work: resolving binds and validates them.
-    registry.resolve("masking_strategies", masking, masking_options)
-    if template:
-        registry.resolve("templates", template, template_options)
+    check_components(template, template_options, masking, masking_options, registry)
     skipped: list[DataError] = []
     chosen, note, examples = open_dataset(path, spec=spec, columns=columns, instruction=instruction,
                                           loader=loader, loader_options=loader_options, registry=registry,
                                           skip_invalid=skip_invalid, skipped=skipped)
-    template_name = template or chosen.default_template
-    tokenizer = None
-    if model:
+    encoder, added = build_encoder(chosen, template=template, template_options=template_options, masking=masking,
+                                   masking_options=masking_options, model=model, max_length=max_length,
+                                   add_special_tokens=add_special_tokens, trust_remote_code=trust_remote_code,
+                                   registry=registry)
+    tokenizer = encoder.tokenizer
+    splits = split_markers(tokenizer, getattr(encoder.template, "special_tokens", ())) if tokenizer is not None else {}
+    return Prepared(chosen, note, examples, encoder, tokenizer, template or chosen.default_template, masking,
+                    added, splits, skipped)
+
+
+def check_components(template: str | None, template_options: dict | None, masking: str,
+                     masking_options: dict | None, registry: Registry) -> None:
+    """Reject an unknown template or masking strategy, or an unknown option, before any work."""
+    registry.resolve("masking_strategies", masking, masking_options)
+    if template:
+        registry.resolve("templates", template, template_options)
+
+
+def build_encoder(spec: DatasetSpec, *, template: str | None, template_options: dict | None, masking: str,
+                  masking_options: dict | None, model: str | None = None, tokenizer: Any = None,
+                  max_length: int | None = None, add_special_tokens: bool = False,
+                  trust_remote_code: bool = False, registry: Registry | None = None) -> tuple[Encoder, list[str]]:
+    """The Encoder for a dataset: its template (or the spec's), the masking strategy, and the
+    tokenizer (``tokenizer`` as given, else loaded for ``model``; none if neither). Returns the
+    encoder and the delimiters added as special tokens (with ``add_special_tokens``)."""
+    if tokenizer is None and model:
         from sftkit.models import load_tokenizer
 
         tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
-    encoder = Encoder.build(template=template_name, masking=masking, tokenizer=tokenizer, max_length=max_length,
-                            template_options=template_options, masking_options=masking_options, registry=registry)
+    encoder = Encoder.build(template=template or spec.default_template, masking=masking, tokenizer=tokenizer,
+                            max_length=max_length, template_options=template_options,
+                            masking_options=masking_options, registry=registry)
     added: list[str] = []
-    splits: dict[str, list[str]] = {}
-    if tokenizer is not None:
-        if add_special_tokens:
-            added = add_template_tokens(tokenizer, encoder.template)
-            encoder.context = context_for(tokenizer)
-        splits = split_markers(tokenizer, getattr(encoder.template, "special_tokens", ()))
-    return Prepared(chosen, note, examples, encoder, tokenizer, template_name, masking, added, splits, skipped)
+    if tokenizer is not None and add_special_tokens:
+        added = add_template_tokens(tokenizer, encoder.template)
+        encoder.context = context_for(tokenizer)
+    return encoder, added

@@ -312,30 +312,23 @@ def run_validation(
     Use ``failed(result, fail_on)`` to decide whether to stop. Raises ``SftkitError`` (exit 2)
     for unreadable input or bad options. ``result.data`` follows the JSON schema in the README.
     """
-    from sftkit.pipeline import Encoder, add_template_tokens, open_records
+    from sftkit.pipeline import build_encoder, check_components, open_records
     from sftkit.registry import get_registry
-    from sftkit.tokenize import context_for
 
     registry = registry or get_registry()
-    registry.resolve("masking_strategies", masking, masking_options)
-    if template:
-        registry.resolve("templates", template, template_options)
+    check_components(template, template_options, masking, masking_options, registry)
     skipped: list[DataError] = []
     chosen, note, records = open_records(data, spec=spec, columns=columns, instruction=instruction, loader=loader,
                                          loader_options=loader_options, registry=registry,
                                          skip_invalid=skip_invalid, skipped=skipped)
     validators = resolve_validators(chosen, only, skip, validator_options, registry)
-    if tokenizer is None and model:
-        from sftkit.models import load_tokenizer
-
-        tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
     template_name = template or chosen.default_template
     max_length = max_length or DEFAULT_MAX_LENGTH
-    encoder = Encoder.build(template=template_name, masking=masking, tokenizer=tokenizer, max_length=max_length,
-                            template_options=template_options, masking_options=masking_options, registry=registry)
-    if tokenizer is not None and add_special_tokens:
-        add_template_tokens(tokenizer, encoder.template)
-        encoder.context = context_for(tokenizer)
+    encoder, _added = build_encoder(chosen, template=template, template_options=template_options, masking=masking,
+                                    masking_options=masking_options, model=model, tokenizer=tokenizer,
+                                    max_length=max_length, add_special_tokens=add_special_tokens,
+                                    trust_remote_code=trust_remote_code, registry=registry)
+    tokenizer = encoder.tokenizer
     store = load_store(records, chosen, chunk_rows)
     eval_store = None
     if eval_data is not None:
