@@ -130,8 +130,10 @@ def render_options(func: Callable) -> Callable:
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: run the CLI, turning user errors into one message and exit code 2."""
     from sftkit.console import err_console, plain
+    from sftkit.io import clear_protected
     from sftkit.registry import debug_enabled
 
+    clear_protected()
     try:
         rv = cli.main(args=argv, prog_name="sftkit", standalone_mode=False)
         # click returns ctx.exit(code)'s code when not standalone: exit with it, so `python -m sftkit`

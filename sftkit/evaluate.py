@@ -539,11 +539,14 @@ def command(model, data, spec, columns, instruction, loader, loader_options, ski
     the interval of the difference and its p-value.
     """
     from sftkit.console import err_console, plain, print_skipped
-    from sftkit.io import atomic_write_json
+    from sftkit.io import atomic_write_json, check_not_input, protect_inputs
     from sftkit.registry import get_registry
     from sftkit.reporting import write_reports
     from sftkit.types import Result
 
+    protect_inputs([data, spec])
+    if json_path:
+        check_not_input(json_path, "--json")
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     result = run_eval(
         model, data, spec=spec, columns=columns, instruction=instruction, loader=loader,

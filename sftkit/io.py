@@ -8,7 +8,42 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
+
+from sftkit.errors import UsageError
+
+# Input files of the running command: no write may replace one (``protect_inputs``).
+_PROTECTED: set[Path] = set()
+
+
+def _resolved(path: str | Path) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def protect_inputs(paths: Iterable[str | Path | None]) -> None:
+    """Mark the command's input files: an atomic write to one of them is refused.
+
+    Every report and run file goes through ``atomic_write_bytes``, so a ``--json`` or report
+    path that names the dataset (or a spec, or a recipe) can never replace it.
+    """
+    for path in paths:
+        if path and Path(path).is_file():
+            _PROTECTED.add(_resolved(path))
+
+
+def clear_protected() -> None:
+    """Forget the protected inputs (the CLI calls this around each command)."""
+    _PROTECTED.clear()
+
+
+def check_not_input(path: str | Path, flag: str, *, folder: bool = False) -> None:
+    """Refuse an output path that is an input file, or (``folder``) a folder holding one."""
+    target = _resolved(path)
+    for protected in _PROTECTED:
+        if protected == target or (folder and protected.is_relative_to(target)):
+            what = "holds the input file" if protected != target else "is the input file"
+            raise UsageError(f"{flag} {path} {what} {protected}; writing there would replace your data",
+                             hint=f"choose another {flag}")
 
 
 def _default_mode() -> int:
@@ -21,6 +56,9 @@ def _default_mode() -> int:
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     path = Path(path)
+    if _PROTECTED and _resolved(path) in _PROTECTED:
+        raise UsageError(f"refusing to write {path}: it is an input file of this command",
+                         hint="choose another output path (--json, --report-dir or --output-dir)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -24,6 +24,7 @@ from sftkit.errors import DataError, UsageError
 from sftkit.io import atomic_write_json
 
 RUN_FILE = "sftkit_run.json"
+LOCK_FILE = ".sftkit-run.lock"  # held (flock) by the training that writes the folder; marks it as sftkit's
 RUN_KEYS = ("sftkit_version", "base_model", "method", "template", "template_options", "masking",
             "masking_options", "spec", "max_length", "added_tokens", "recipe")
 METHODS = ("lora", "full")
@@ -54,6 +55,76 @@ def read_run(path: str | Path) -> dict:
     if info["method"] not in METHODS:
         raise DataError(f"unknown method {info['method']!r} (expected lora or full)", path=str(file), field="method")
     return info
+
+
+class RunClaim:
+    """The exclusive claim of a run folder by one training process (an flock on ``LOCK_FILE``).
+
+    The lock is released when the process ends, however it ends; the file stays and marks the
+    folder as a sftkit run folder.
+    """
+
+    def __init__(self, path: Path, fd: int, created: bool) -> None:
+        self.path, self.fd, self.created = path, fd, created
+
+    def release(self) -> None:
+        """Give the folder up. The lock file stays, unless nothing else was written (a run that
+        failed on its input leaves no folder behind)."""
+        import os
+
+        if self.fd < 0:
+            return
+        lock = self.path / LOCK_FILE
+        if [child.name for child in self.path.iterdir()] == [LOCK_FILE]:
+            lock.unlink(missing_ok=True)
+            if self.created:
+                self.path.rmdir()
+        os.close(self.fd)
+        self.fd = -1
+
+
+def is_sftkit_folder(path: Path) -> bool:
+    """True when a folder was written by ``sftkit train`` (lock file, run file or checkpoints)."""
+    return ((path / LOCK_FILE).exists() or (path / RUN_FILE).exists()
+            or any((path / "checkpoints").glob("checkpoint-*")))
+
+
+def claim_run_folder(path: str | Path) -> RunClaim:
+    """Create (if needed) and lock a run folder for one training.
+
+    Refused with one message: a path that is a file, an existing folder that is neither empty
+    nor a sftkit run folder (its files would be replaced), and a folder another training holds.
+    """
+    import fcntl
+    import os
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--output-dir {path} is a file, not a folder", hint="choose another --output-dir")
+    if path.is_dir() and not is_sftkit_folder(path):
+        entries = sorted(child.name for child in path.iterdir())
+        if entries:
+            shown = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
+            raise UsageError(f"--output-dir {path} is not empty and is not a sftkit run folder (it holds {shown}); "
+                             f"training would replace files in it",
+                             hint="choose a new or empty --output-dir")
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UsageError(f"cannot create the run folder {path}: {exc.strerror or exc}",
+                         hint="choose a writable --output-dir") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise UsageError(f"--output-dir {path} is in use by another training (pid {holder})",
+                         hint="wait for it to finish, or choose another --output-dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    return RunClaim(path, fd, created)
 
 
 def write_run(path: str | Path, info: dict) -> Path:

@@ -395,11 +395,6 @@ def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
     import torch
     from accelerate import Accelerator
 
-    from sftkit import __version__
-    from sftkit.checkpoints import clean_partial, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
-    from sftkit.recipe import recipe_yaml
-    from sftkit.runs import write_run
-
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision(recipe))
     main = accelerator.is_main_process
     say = log if main else (lambda _msg: None)
@@ -407,6 +402,35 @@ def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
     ckpt_dir = out / "checkpoints"
     metrics_path = out / "metrics.jsonl"
 
+    claim = None
+    if main:
+        from sftkit.io import check_not_input, protect_inputs
+        from sftkit.runs import claim_run_folder
+
+        protect_inputs([d.path for d in recipe.data] + [recipe.eval_data, recipe.spec]
+                       + [d.spec for d in recipe.data])
+        check_not_input(out, "--output-dir", folder=True)
+        claim = claim_run_folder(out)
+    try:
+        return _train_in(recipe, accelerator, out, resume, progress, say)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _train_in(recipe: Recipe, accelerator: Any, out: Path, resume: str | None, progress: bool,
+              say: Callable[[str], None]) -> dict:
+    """The run, once the run folder is claimed (see ``train``)."""
+    import torch
+
+    from sftkit import __version__
+    from sftkit.checkpoints import clean_partial, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+    from sftkit.recipe import recipe_yaml
+    from sftkit.runs import write_run
+
+    main = accelerator.is_main_process
+    ckpt_dir = out / "checkpoints"
+    metrics_path = out / "metrics.jsonl"
     checkpoint = None
     if resume:
         checkpoint = latest_checkpoint(ckpt_dir) if resume == "latest" else Path(resume)
@@ -424,7 +448,6 @@ def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
             shutil.rmtree(ckpt_dir, ignore_errors=True)
             for name in ("sftkit_run.json", "metrics.jsonl"):
                 (out / name).unlink(missing_ok=True)
-        out.mkdir(parents=True, exist_ok=True)
         removed = clean_partial(ckpt_dir)
         if removed:
             say(f"removed {len(removed)} incomplete checkpoint folder(s) left by a crash")

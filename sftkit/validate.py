@@ -72,11 +72,14 @@ def command(ctx, data, spec, columns, instruction, loader, loader_options, skip_
     exits 1 when an issue at or above --fail-on is found (0 otherwise, 2 on unreadable input).
     """
     from sftkit.console import err_console, plain, print_skipped
-    from sftkit.io import atomic_write_json
+    from sftkit.io import atomic_write_json, check_not_input, protect_inputs
     from sftkit.registry import get_registry
     from sftkit.reporting import write_reports
     from sftkit.validation import failed, run_validation
 
+    protect_inputs([data, eval_data, spec])
+    if json_path:
+        check_not_input(json_path, "--json")
     registry = get_registry()
     result = run_validation(
         data, spec=spec, columns=columns, instruction=instruction, loader=loader,
