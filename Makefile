@@ -48,7 +48,7 @@ demo: install
 	    --eval-data $(DEMO)/test.jsonl --report-dir $(DEMO_REPORTS); \
 	echo "== 2/3 sftkit train demo/recipe.yaml (LoRA, smollm2-135m, CPU)"; \
 	$(DEMO_ENV) $(SFTKIT) train demo/recipe.yaml; \
-	cp $(DEMO_RUN)/report.html $(DEMO_REPORTS)/train.html; cp $(DEMO_RUN)/train.json $(DEMO_REPORTS)/train.json; \
+	cp $(DEMO_RUN)/train.html $(DEMO_REPORTS)/train.html; cp $(DEMO_RUN)/train.json $(DEMO_REPORTS)/train.json; \
 	echo "== 3/3 sftkit eval: tuned vs base on the held-out $(DEMO)/test.jsonl"; \
 	$(DEMO_ENV) $(SFTKIT) eval --model $(DEMO_RUN) --compare smollm2-135m --data $(DEMO)/test.jsonl \
 	    --spec $(DEMO)/spec.yaml --report-dir $(DEMO_REPORTS); \

@@ -38,12 +38,11 @@ WORKLOADS = {
 def prompts_for(workload: str, n: int, tokenizer) -> list[str]:
     from itertools import islice
 
-    from sftkit.pipeline import Encoder, open_dataset
+    from sftkit.pipeline import DataRequest, RenderSettings, prepare
 
     data, spec, _ = WORKLOADS[workload]
-    _, _, examples = open_dataset(data, spec=spec)
-    encoder = Encoder.build(template="alpaca", tokenizer=tokenizer)
-    return [encoder.prompt(example) for example in islice(examples, n)]
+    prepared = prepare(DataRequest(str(data), spec=spec), RenderSettings(template="alpaca"), tokenizer=tokenizer)
+    return [prepared.encoder.prompt(example) for example in islice(prepared.examples(), n)]
 
 
 def loop_generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[tuple[int, ...]]:

@@ -52,18 +52,19 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
 
 def encoded(data: Path):
     """sftkit's encoding of the rows: (tokenizer, TokenizedExamples)."""
-    from sftkit.pipeline import prepare
+    from sftkit.pipeline import DataRequest, RenderSettings, prepare
 
-    prepared = prepare(data, spec="alpaca", template="alpaca", masking="completion_only", model=MODEL,
-                       max_length=MAX_LENGTH)
-    return prepared.tokenizer, prepared.encoder.encode_many(prepared.examples)
+    prepared = prepare(DataRequest(str(data), spec="alpaca"),
+                       RenderSettings(template="alpaca", masking="completion_only", model=MODEL, max_length=MAX_LENGTH))
+    return prepared.tokenizer, prepared.encoder.encode_many(prepared.examples())
 
 
 # -- children -------------------------------------------------------------------------------------
 
 def child_sftkit(data: Path, steps: int) -> dict:
     from sftkit.recipe import build_recipe
-    from sftkit.trainer import read_metrics, train
+    from sftkit.train.loop import train
+    from sftkit.train.run_files import read_metrics
 
     with tempfile.TemporaryDirectory() as out:
         recipe = build_recipe(None, {"data": [str(data)], "spec": "alpaca", "template": "alpaca",
@@ -133,10 +134,10 @@ def _same_batch_check(trainer, collate, dataset) -> dict:
     """sftkit's loss and TRL's compute_loss on the same 8 rows, with the same (LoRA-initialised) model."""
     import torch
 
-    from sftkit.train_data import collate as sftkit_collate
-    from sftkit.train_data import to_sample
+    from sftkit.train.data import collate as sftkit_collate
+    from sftkit.train.data import to_sample
+    from sftkit.train.loss import batch_inputs, make_loss_module
     from sftkit.types import TokenizedExample
-    from sftkit.trainer import batch_inputs, make_loss_module
 
     rows = [dataset[i] for i in range(BATCH)]
     model = trainer.model

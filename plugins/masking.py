@@ -18,6 +18,9 @@ def completion_only(segments: list[Segment]) -> list[float]:
     return [1.0 if s.is_response and s.turn == last else 0.0 for s in segments]
 
 
+completion_only.default = True  # the strategy used when none is chosen
+
+
 def full(segments: list[Segment]) -> list[float]:
     """Train every token, prompt included (the unmasked baseline)."""
     return [1.0] * len(segments)

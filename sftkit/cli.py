@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import inspect
 import sys
 from typing import Any, Callable
 
@@ -20,13 +19,12 @@ from sftkit.errors import SftkitError, UsageError
 # command name -> "module:attribute" of a click command
 COMMANDS = {
     "validate": "sftkit.validate:command",
-    "train": "sftkit.train:command",
-    "eval": "sftkit.evaluate:command",
+    "train": "sftkit.train.command:command",
+    "eval": "sftkit.eval.command:command",
     "preview": "sftkit.preview:command",
     "plugins": "sftkit.plugins_command:command",
 }
 
-EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 
 
@@ -56,7 +54,7 @@ def cli() -> None:
     \b
     sftkit validate DATA   pre-flight check of a dataset (exit 1 on issues)
     sftkit preview DATA    see exactly which tokens train
-    sftkit train ...       LoRA or full fine-tuning (TRL/transformers/PEFT)
+    sftkit train ...       LoRA or full fine-tuning (transformers, PEFT, accelerate)
     sftkit eval ...        generation + metrics, base versus tuned
     sftkit plugins         installed templates, masking strategies, validators, ...
     """
@@ -75,22 +73,8 @@ def parse_key_values(items: tuple[str, ...] | list[str], flag: str) -> dict[str,
     return out
 
 
-def data_options(func: Callable) -> Callable:
-    """--spec, --column, --instruction, --loader, --loader-option, --skip-invalid.
-
-    A command that does not (yet) take ``skip_invalid`` still works; passing --skip-invalid
-    to it is a usage error rather than a silently ignored flag.
-    """
-    params = inspect.signature(func).parameters
-    if "skip_invalid" not in params and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        inner = func
-
-        @functools.wraps(inner)
-        def func(*args: Any, skip_invalid: bool = False, **kwargs: Any) -> Any:
-            if skip_invalid:
-                raise UsageError("--skip-invalid is not supported by this command yet")
-            return inner(*args, **kwargs)
-
+def data_flags(func: Callable) -> Callable:
+    """--spec, --column, --instruction, --loader, --loader-option, --skip-invalid (as given)."""
     options = [
         click.option("--spec", help="Dataset spec: a built-in name (alpaca, financial_phrasebank, ...) or a YAML path. "
                                     "Default: detected from the columns."),
@@ -107,12 +91,28 @@ def data_options(func: Callable) -> Callable:
     return func
 
 
-def render_options(func: Callable) -> Callable:
-    """--template, --template-option, --masking, --masking-option, --model, --max-length, --add-special-tokens."""
+def data_options(func: Callable) -> Callable:
+    """The data flags, handed to the command as one ``request: DataRequest`` (path not yet set)."""
+
+    @functools.wraps(func)
+    def command(*args: Any, spec, columns, instruction, loader, loader_options, skip_invalid, **kwargs: Any) -> Any:
+        from sftkit.pipeline import DataRequest
+
+        request = DataRequest(spec=spec, columns=parse_key_values(columns, "--column"), instruction=instruction,
+                              loader=loader, loader_options=parse_key_values(loader_options, "--loader-option"),
+                              skip_invalid=skip_invalid)
+        return func(*args, request=request, **kwargs)
+
+    return data_flags(command)
+
+
+def render_flags(func: Callable) -> Callable:
+    """--template, --template-option, --masking, --masking-option, --model, --max-length,
+    --add-special-tokens, --trust-remote-code (as given)."""
     options = [
         click.option("--template", help="Prompt template (default: the spec's, e.g. alpaca)."),
         click.option("--template-option", "template_options", multiple=True, metavar="KEY=VALUE", help="Template option."),
-        click.option("--masking", default="completion_only", show_default=True, help="Masking strategy."),
+        click.option("--masking", help="Masking strategy (default: completion_only, the final response and its end token)."),
         click.option("--masking-option", "masking_options", multiple=True, metavar="KEY=VALUE",
                      help="Masking option, e.g. prompt_weight=0.2."),
         click.option("--model", default="smollm2-135m", show_default=True,
@@ -125,6 +125,23 @@ def render_options(func: Callable) -> Callable:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def render_options(func: Callable) -> Callable:
+    """The render flags, handed to the command as one ``render: RenderSettings``."""
+
+    @functools.wraps(func)
+    def command(*args: Any, template, template_options, masking, masking_options, model, max_length,
+                add_special_tokens, trust_remote_code, **kwargs: Any) -> Any:
+        from sftkit.pipeline import RenderSettings
+
+        render = RenderSettings(
+            template=template, template_options=parse_key_values(template_options, "--template-option"),
+            masking=masking, masking_options=parse_key_values(masking_options, "--masking-option"), model=model,
+            max_length=max_length, add_special_tokens=add_special_tokens, trust_remote_code=trust_remote_code)
+        return func(*args, render=render, **kwargs)
+
+    return render_flags(command)
 
 
 def main(argv: list[str] | None = None) -> Any:

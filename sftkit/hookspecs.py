@@ -17,6 +17,42 @@ hookimpl = pluggy.HookimplMarker("sftkit")
 
 KINDS = ("loaders", "templates", "masking_strategies", "validators", "metrics", "reporters")
 
+# The optional attributes of a component, by kind: sftkit reads these and no others, a bound
+# component carries them, and the README's hook reference lists them (generated from here).
+OPTIONAL_ATTRIBUTES: dict[str, dict[str, str]] = {
+    "loaders": {
+        "suffixes": "file suffixes it reads, e.g. `(\".jsonl\",)`: sftkit picks it from the file name",
+        "matches": "`matches(path) -> bool`: sftkit picks it for the paths it accepts (e.g. a folder layout)",
+    },
+    "templates": {
+        "markers": "the delimiter strings it renders (`### Response:`), for the validators' marker checks",
+        "special_tokens": "delimiters to add to the tokenizer as special tokens with `--add-special-tokens`",
+        "jinja": "a Jinja chat template equivalent to the rendering, saved with trained models",
+    },
+    "masking_strategies": {
+        "default": "`True` on the one strategy used when none is chosen (the built-in `completion_only`)",
+    },
+    "validators": {
+        "codes": "`{code: (severity, what it means, how to fix)}`: every issue code it yields; the README's "
+                 "issue-code table is generated from these, and `--severity CODE=...` checks codes against them",
+    },
+    "metrics": {
+        "aggregate": "`aggregate(predictions, references, **options) -> dict[str, float]`: the corpus "
+                     "aggregate when it is not the mean of the per-example scores (corpus BLEU)",
+        "resampled": "`resampled(predictions, references, indices, **options) -> dict[str, array]`: the "
+                     "aggregate on each bootstrap resample; `indices` is a 2-D int array, one resample per row "
+                     "(for when calling `aggregate` per resample is slow)",
+        "describe": "`describe(**options) -> dict[str, str]`: settings shown in the report (BLEU's signature)",
+        "input": "`\"label\"`: for classification data, score the output mapped to the spec's labels, "
+                 "not the raw text",
+        "default_for": "`{task: position}`: a default metric for these tasks (`classification`, `summarization`, "
+                       "`qa`, `generation`), ordered by position, when `--metrics` is not given",
+        "headline": "sub-metric names that headline a report's summary (default: the first sub-metric of "
+                    "the first metric)",
+    },
+    "reporters": {},
+}
+
 
 @hookspec
 def register_loaders(register):
@@ -24,10 +60,9 @@ def register_loaders(register):
 
     A loader is ``loader(path: pathlib.Path, **options) -> Iterable[dict]``. It yields one dict
     per record, lazily where it can, and raises ``sftkit.DataError`` naming the file and line
-    or row on malformed input. Optional attribute ``suffixes`` (e.g. ``(".jsonl",)``) or a
-    ``matches(path) -> bool`` attribute lets sftkit pick it from the file name. A loader that
-    takes an option ``skip_invalid`` supports ``--skip-invalid``: when it is true, it yields the
-    ``DataError`` of a broken line or record (instead of raising it) and goes on.
+    or row on malformed input. A loader that takes an option ``skip_invalid`` supports
+    ``--skip-invalid``: when it is true, it yields the ``DataError`` of a broken line or record
+    (instead of raising it) and goes on.
     """
 
 
@@ -37,10 +72,7 @@ def register_templates(register):
 
     A template is ``template(example: Example, context: RenderContext, **options) ->
     list[Segment]``. The joined segment texts are the training text; the final assistant
-    turn ends with an ``end`` segment (the EOS or end-of-turn text). Optional attributes:
-    ``markers`` (delimiter strings, for validation), ``special_tokens`` (delimiters to add to
-    the tokenizer with ``--add-special-tokens``), ``jinja`` (a chat template equivalent to the
-    rendering, saved with trained models).
+    turn ends with an ``end`` segment (the EOS or end-of-turn text).
     """
 
 
@@ -70,14 +102,9 @@ def register_metrics(register):
 
     A metric is ``metric(predictions: list[str], references: list[str], **options) ->
     dict[str, list[float]]``: one score per example under each sub-metric name (e.g.
-    ``{"rouge1": [...], "rouge2": [...]}``). sftkit aggregates and bootstraps them. A metric
-    whose aggregate is not the mean of per-example scores (corpus BLEU) may set an attribute
-    ``aggregate(predictions, references, **options) -> dict[str, float]``. Optional too:
-    ``resampled(predictions, references, indices, **options) -> dict[str, array]`` (the
-    aggregate on each bootstrap resample, rows of ``indices``, when calling ``aggregate`` per
-    resample is slow), ``describe(**options) -> dict[str, str]`` (settings for the report,
-    such as BLEU's signature) and ``input = "label"`` (for classification data, score the
-    generated text mapped to the spec's labels instead of the raw text).
+    ``{"rouge1": [...], "rouge2": [...]}``). sftkit aggregates and bootstraps them. For
+    classification data, a metric with an option ``labels`` receives the spec's label list
+    there unless the user sets it.
     """
 
 

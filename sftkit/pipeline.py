@@ -1,64 +1,148 @@
 """The data path in one place: load, map to the spec, render, mask, tokenize.
 
-    spec, note, examples = open_dataset(path, spec="alpaca")
-    encoder = Encoder.build(template="alpaca", masking="completion_only", tokenizer=tok)
-    tokenized = encoder.encode(next(examples))
+    request = DataRequest("train.jsonl", spec="alpaca")            # what to read
+    render = RenderSettings(model="smollm2-135m", max_length=1024)  # how to render it
+    prepared = prepare(request, render)   # every component and option checked, tokenizer loaded once
+    store = prepared.load()               # the examples, in chunks (validate and train walk these)
+    encoded = encode_chunk(store, chunk, prepared.encoder)   # segments, weights and tokens per row
 
-validate, train, eval and preview all go through these two functions, so what a user
-previews is exactly what trains.
+``sftkit validate``, ``preview``, ``train`` and ``eval`` all start from ``prepare``, so what a
+user previews is exactly what trains, and ``train`` trains the very encodings it validated.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from sftkit.errors import DataError, UsageError
 from sftkit.registry import Registry, get_registry
 from sftkit.spec import DatasetSpec, examples_from_records, load_spec, resolve_spec
+from sftkit.store import CHUNK_ROWS, Chunk, ExampleStore, load_store
 from sftkit.tokenize import context_for, mask, render, tokenize_many
 from sftkit.types import Example, RenderContext, Segment, TokenizedExample
 
+DEFAULT_MAX_LENGTH = 1024  # TRL SFTConfig's default max_length: validate and train use it when none is given
 
-def choose_loader(path: Path, name: str | None = None, options: dict | None = None,
+
+@dataclass(frozen=True)
+class DataRequest:
+    """What data to read: a file or folder, its spec and column mapping, the loader and its options.
+
+    ``spec`` is a built-in spec name, a YAML path, a ``DatasetSpec`` (a run folder's saved spec)
+    or None (detected from the first record's columns). ``columns`` maps canonical fields to
+    source columns (``{"output": "label"}``); ``instruction`` is a constant instruction.
+    """
+
+    path: str = ""
+    spec: str | DatasetSpec | None = None
+    columns: Mapping[str, str] = field(default_factory=dict)
+    instruction: str | None = None
+    loader: str | None = None
+    loader_options: Mapping[str, Any] = field(default_factory=dict)
+    skip_invalid: bool = False
+
+    def for_path(self, path: str | Path, spec: str | DatasetSpec | None = None) -> "DataRequest":
+        """The same reading settings for another file (with its own spec, if given)."""
+        return dataclasses.replace(self, path=str(path), spec=spec if spec is not None else self.spec)
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How to render, mask and tokenize: template and masking strategy (with options), the model
+    whose tokenizer is used (None: no tokenizer), max length, special tokens, remote code.
+
+    ``template=None`` is the spec's template; ``masking=None`` the strategy that declares itself
+    the default (``completion_only`` among the built-ins).
+    """
+
+    template: str | None = None
+    template_options: Mapping[str, Any] = field(default_factory=dict)
+    masking: str | None = None
+    masking_options: Mapping[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    max_length: int | None = None
+    add_special_tokens: bool = False
+    trust_remote_code: bool = False
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+def choose_loader(path: Path, name: str | None = None, options: Mapping | None = None,
                   registry: Registry | None = None) -> Callable:
     """The loader named ``name``, or the one whose suffixes or ``matches`` fit the path."""
     registry = registry or get_registry()
     if name:
-        return registry.resolve("loaders", name, options)
+        return registry.resolve("loaders", name, dict(options or {}))
     loaders = registry.components("loaders")
     for comp in loaders.values():
-        matches = getattr(comp.func, "matches", None)
+        matches = comp.attribute("matches")
         if matches is not None and matches(path):
-            return comp.bind(options)
+            return comp.bind(dict(options or {}))
     suffix = path.suffix.lower()
     for comp in loaders.values():
-        if suffix in tuple(getattr(comp.func, "suffixes", ())):
-            return comp.bind(options)
+        if suffix in tuple(comp.attribute("suffixes") or ()):
+            return comp.bind(dict(options or {}))
     raise UsageError(f"no loader for {path} (suffix {suffix or 'none'})",
                      hint="choose one with --loader NAME; loaders: " + ", ".join(sorted(loaders)))
 
 
-def load_records(path: str | Path, loader: str | None = None, loader_options: dict | None = None,
-                 registry: Registry | None = None, *, skip_invalid: bool = False,
-                 skipped: list[DataError] | None = None) -> Iterator[dict]:
-    """Records from a file or folder, through the chosen loader (lazily).
+@dataclass
+class OpenedData:
+    """A data file opened lazily: its spec, how the spec was chosen, the records not yet read,
+    and the broken lines left out so far (with ``skip_invalid``)."""
 
-    With ``skip_invalid``, a loader that supports it (an option ``skip_invalid``) yields a
-    DataError for each broken line instead of raising; those are appended to ``skipped``
-    (as the iteration reaches them) and left out of the records.
+    request: DataRequest
+    spec: DatasetSpec
+    note: str
+    records: Iterator[dict]
+    skipped: list[DataError] = field(default_factory=list)
+
+    def examples(self) -> Iterator[Example]:
+        """The records mapped to Examples (row numbers from 0), read lazily, once."""
+        return examples_from_records(self.records, self.spec)
+
+
+def load_records(request: DataRequest, registry: Registry | None = None, *,
+                 skipped: list[DataError] | None = None) -> Iterator[dict]:
+    """The raw records of ``request.path``, lazily, through the loader the request (or its named
+    spec) chooses, with its options (the request's own win over the spec's).
+
+    With ``skip_invalid``, a loader that supports it yields a DataError for each broken line,
+    which is appended to ``skipped`` and left out of the records.
     """
-    path = Path(path)
+    named = load_spec(request.spec) if request.spec is not None else None
+    return _read(request, named, registry or get_registry(), skipped if skipped is not None else [])
+
+
+def _read(request: DataRequest, named: DatasetSpec | None, registry: Registry, skipped: list) -> Iterator[dict]:
+    path = Path(request.path)
     if not path.exists():
         raise DataError("no such file or folder", path=str(path))
-    read = choose_loader(path, loader, loader_options, registry)
+    loader = request.loader or (named.loader if named else None)
+    options = {**(named.loader_options if named else {}), **request.loader_options}
+    read = choose_loader(path, loader, options, registry)
     component = getattr(read, "component", None)
-    if skip_invalid and component is not None and "skip_invalid" in component.options():
-        items = read(path, skip_invalid=True)
-    else:
-        items = read(path)
-    return _records_only(iter(items), skipped if skipped is not None else [], skip_invalid)
+    wants_skip = request.skip_invalid and component is not None and "skip_invalid" in component.options()
+    items = iter(read(path, skip_invalid=True) if wants_skip else read(path))
+    return _records_only(items, skipped, request.skip_invalid)
+
+
+def open_data(request: DataRequest, registry: Registry | None = None) -> OpenedData:
+    """Open a dataset: resolve its spec (named, given, or detected from the first record) and
+    read its records lazily (``load_records``); broken lines left out with ``skip_invalid``
+    are collected in ``skipped`` as the records are read."""
+    named = load_spec(request.spec) if request.spec is not None else None
+    skipped: list[DataError] = []
+    records = _read(request, named, registry or get_registry(), skipped)
+    try:
+        first = next(records)
+    except StopIteration:
+        raise DataError("the dataset has no records", path=request.path, hint="check the file is not empty") from None
+    chosen, note = resolve_spec(named, first, request.columns, request.instruction)
+    return OpenedData(request, chosen, note, chain([first], records), skipped)
 
 
 def _records_only(items: Iterator, skipped: list[DataError], skip_invalid: bool) -> Iterator[dict]:
@@ -71,55 +155,7 @@ def _records_only(items: Iterator, skipped: list[DataError], skip_invalid: bool)
         yield item
 
 
-def open_dataset(
-    path: str | Path,
-    *,
-    spec: str | None = None,
-    columns: Iterable[str] = (),
-    instruction: str | None = None,
-    loader: str | None = None,
-    loader_options: dict | None = None,
-    registry: Registry | None = None,
-    skip_invalid: bool = False,
-    skipped: list[DataError] | None = None,
-) -> tuple[DatasetSpec, str, Iterator[Example]]:
-    """Open a dataset: the resolved spec, a note on how it was chosen, and lazy Examples.
-
-    A named spec may carry ``loader`` and ``loader_options`` for its data; options given
-    here win over the spec's. With ``skip_invalid``, broken lines are left out and their
-    errors appended to ``skipped`` as the examples are read.
-    """
-    chosen, note, records = open_records(path, spec=spec, columns=columns, instruction=instruction, loader=loader,
-                                         loader_options=loader_options, registry=registry,
-                                         skip_invalid=skip_invalid, skipped=skipped)
-    return chosen, note, examples_from_records(records, chosen)
-
-
-def open_records(
-    path: str | Path,
-    *,
-    spec: str | None = None,
-    columns: Iterable[str] = (),
-    instruction: str | None = None,
-    loader: str | None = None,
-    loader_options: dict | None = None,
-    registry: Registry | None = None,
-    skip_invalid: bool = False,
-    skipped: list[DataError] | None = None,
-) -> tuple[DatasetSpec, str, Iterator[dict]]:
-    """Like ``open_dataset`` but yields the raw records (validate also needs their shape)."""
-    named = load_spec(spec) if spec else None
-    if named is not None:
-        loader = loader or named.loader
-        loader_options = {**named.loader_options, **(loader_options or {})}
-    records = load_records(path, loader, loader_options, registry, skip_invalid=skip_invalid, skipped=skipped)
-    try:
-        first = next(records)
-    except StopIteration:
-        raise DataError("the dataset has no records", path=str(path), hint="check the file is not empty") from None
-    chosen, note = resolve_spec(spec, first, columns, instruction)
-    return chosen, note, chain([first], records)
-
+# -- rendering and tokenizing --------------------------------------------------------------------
 
 def generation_prompt(segments: list[Segment]) -> str:
     """The rendered prompt for inference: every segment before the final response's content."""
@@ -137,6 +173,15 @@ def end_of_turn(segments: list[Segment]) -> str:
 
 
 @dataclass
+class Encoded:
+    """One row on the data path: its segments, their loss weights, and its tokens."""
+
+    segments: list[Segment]
+    weights: list[float]
+    tokens: TokenizedExample
+
+
+@dataclass
 class Encoder:
     """A template, a masking strategy and a tokenizer: Example -> segments -> tokens."""
 
@@ -147,18 +192,23 @@ class Encoder:
     context: RenderContext = field(default_factory=RenderContext)
 
     @classmethod
-    def build(cls, *, template: str, masking: str = "completion_only", tokenizer: Any = None,
-              max_length: int | None = None, template_options: dict | None = None,
-              masking_options: dict | None = None, registry: Registry | None = None) -> "Encoder":
+    def build(cls, *, template: str, masking: str | None = None, tokenizer: Any = None,
+              max_length: int | None = None, template_options: Mapping | None = None,
+              masking_options: Mapping | None = None, registry: Registry | None = None) -> "Encoder":
         """Resolve a template and a masking strategy by name (options checked before any work)."""
         registry = registry or get_registry()
+        masking = masking or registry.default_name("masking_strategies")
         return cls(
-            template=registry.resolve("templates", template, template_options),
-            masking=registry.resolve("masking_strategies", masking, masking_options),
+            template=registry.resolve("templates", template, dict(template_options or {})),
+            masking=registry.resolve("masking_strategies", masking, dict(masking_options or {})),
             tokenizer=tokenizer,
             max_length=max_length,
             context=context_for(tokenizer),
         )
+
+    def with_tokenizer(self, tokenizer: Any) -> "Encoder":
+        """The same template and masking with another tokenizer (a model's own, in eval)."""
+        return dataclasses.replace(self, tokenizer=tokenizer, context=context_for(tokenizer))
 
     def segments(self, example: Example) -> list[Segment]:
         """Render one example."""
@@ -168,15 +218,20 @@ class Encoder:
         """Loss weight per segment."""
         return mask(segments, self.masking)
 
-    def encode_many(self, examples: Iterable[Example]) -> list[TokenizedExample]:
-        """Render, mask and tokenize many examples (one tokenizer call)."""
+    def encode_rows(self, examples: Iterable[Example]) -> list[Encoded]:
+        """Render, mask and tokenize many examples (one tokenizer call), keeping the segments."""
         if self.tokenizer is None:
             raise UsageError("tokenizing needs a tokenizer", hint="pass --model")
-        items = []
+        rendered = []
         for example in examples:
             segments = self.segments(example)
-            items.append((segments, self.weights(segments)))
-        return tokenize_many(items, self.tokenizer, self.max_length)
+            rendered.append((segments, self.weights(segments)))
+        tokens = tokenize_many(rendered, self.tokenizer, self.max_length)
+        return [Encoded(segments, weights, tok) for (segments, weights), tok in zip(rendered, tokens)]
+
+    def encode_many(self, examples: Iterable[Example]) -> list[TokenizedExample]:
+        """Render, mask and tokenize many examples (one tokenizer call)."""
+        return [row.tokens for row in self.encode_rows(examples)]
 
     def encode(self, example: Example) -> TokenizedExample:
         """Render, mask and tokenize one example."""
@@ -185,6 +240,24 @@ class Encoder:
     def prompt(self, example: Example) -> str:
         """The prompt exactly as rendered in training, minus the response."""
         return generation_prompt(self.segments(example))
+
+
+def encode_chunk(store: ExampleStore, chunk: Chunk, encoder: Encoder) -> list[Encoded]:
+    """The encoded rows of one chunk of a store: computed once, and kept when the store keeps
+    encodings (a training run: the rows validation tokenized are the rows that train)."""
+    kept = store.encodings
+    if kept is not None and chunk.start in kept:
+        return kept[chunk.start]
+    rows = encoder.encode_rows(chunk.examples)
+    if kept is not None:
+        kept[chunk.start] = rows
+    return rows
+
+
+def encoded_rows(store: ExampleStore, encoder: Encoder) -> Iterator[Encoded]:
+    """Every row of a store encoded, in row order (reusing the encodings it kept)."""
+    for chunk in store.chunks():
+        yield from encode_chunk(store, chunk, encoder)
 
 
 def add_template_tokens(tokenizer: Any, template: Callable) -> list[str]:
@@ -210,82 +283,100 @@ def split_markers(tokenizer: Any, markers: Iterable[str], threshold: int = 2) ->
     return out
 
 
+# -- the prepared run ------------------------------------------------------------------------------
+
 @dataclass
 class Prepared:
-    """Everything a command needs to walk the data path for one dataset."""
+    """One dataset ready to walk the data path: its opened data and the encoder that renders it.
 
-    spec: DatasetSpec
-    note: str
-    examples: Iterator[Example]
+    Made by ``prepare``; ``more`` opens another file (eval data, a second training source) with
+    the same settings and the same encoder, so nothing is resolved or loaded twice.
+    """
+
+    data: OpenedData
+    render: RenderSettings
     encoder: Encoder
-    tokenizer: Any
     template_name: str
     masking_name: str
+    registry: Registry
     added_tokens: list[str] = field(default_factory=list)
     split_markers: dict[str, list[str]] = field(default_factory=dict)
-    skipped: list[DataError] = field(default_factory=list)  # broken lines left out (--skip-invalid)
+    _store: ExampleStore | None = field(default=None, repr=False)
+
+    @property
+    def spec(self) -> DatasetSpec:
+        return self.data.spec
+
+    @property
+    def note(self) -> str:
+        return self.data.note
+
+    @property
+    def path(self) -> str:
+        return self.data.request.path
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.encoder.tokenizer
+
+    @property
+    def skipped(self) -> list[DataError]:
+        """Broken lines left out so far (``--skip-invalid``)."""
+        return self.data.skipped
+
+    def examples(self) -> Iterator[Example]:
+        """The examples, read lazily (once)."""
+        return self.data.examples()
+
+    def load(self, chunk_rows: int = CHUNK_ROWS, *, keep_encodings: bool = False) -> ExampleStore:
+        """Every row in a chunked store: the first call reads the file, later calls return the same
+        store (``keep_encodings``: a training run, which trains the encodings validation made)."""
+        if self._store is None:
+            self._store = load_store(self.data.records, self.spec, chunk_rows, keep_encodings=keep_encodings)
+        return self._store
+
+    def more(self, request: DataRequest) -> "Prepared":
+        """Another file (eval data, a second training source) with the same encoder.
+
+        Refused when its spec would render it with another template than this one: one run
+        trains and evaluates one prompt format.
+        """
+        data = open_data(request, self.registry)
+        template = self.render.template or data.spec.default_template
+        if template != self.template_name:
+            raise UsageError(f"{request.path} renders with template {template!r} but {self.path} with "
+                             f"{self.template_name!r}; one run trains one prompt format",
+                             hint="set --template for all data")
+        return dataclasses.replace(self, data=data, _store=None)
 
 
-def prepare(
-    path: str | Path,
-    *,
-    spec: str | None = None,
-    columns: Iterable[str] = (),
-    instruction: str | None = None,
-    loader: str | None = None,
-    loader_options: dict | None = None,
-    template: str | None = None,
-    template_options: dict | None = None,
-    masking: str = "completion_only",
-    masking_options: dict | None = None,
-    model: str | None = "smollm2-135m",
-    max_length: int | None = None,
-    add_special_tokens: bool = False,
-    trust_remote_code: bool = False,
-    skip_invalid: bool = False,
-    registry: Registry | None = None,
-) -> Prepared:
-    """Resolve components (rejecting unknown options first), open the data, load the tokenizer."""
+def prepare(request: DataRequest, render: RenderSettings, *, tokenizer: Any = None,
+            checks: Iterable[Callable[[DatasetSpec], Any]] = (), registry: Registry | None = None) -> Prepared:
+    """Check every component and option, open the data, and load the tokenizer once.
+
+    The template (if named) and the masking strategy are resolved with their options before
+    the file is opened; the spec's own template, and ``checks`` (a command's own checks that
+    need the spec, such as its validators and their options), right after the spec is known
+    and before the tokenizer loads. ``tokenizer`` overrides loading one for ``render.model``.
+    """
     registry = registry or get_registry()
-    check_components(template, template_options, masking, masking_options, registry)
-    skipped: list[DataError] = []
-    chosen, note, examples = open_dataset(path, spec=spec, columns=columns, instruction=instruction,
-                                          loader=loader, loader_options=loader_options, registry=registry,
-                                          skip_invalid=skip_invalid, skipped=skipped)
-    encoder, added = build_encoder(chosen, template=template, template_options=template_options, masking=masking,
-                                   masking_options=masking_options, model=model, max_length=max_length,
-                                   add_special_tokens=add_special_tokens, trust_remote_code=trust_remote_code,
-                                   registry=registry)
-    tokenizer = encoder.tokenizer
-    splits = split_markers(tokenizer, getattr(encoder.template, "special_tokens", ())) if tokenizer is not None else {}
-    return Prepared(chosen, note, examples, encoder, tokenizer, template or chosen.default_template, masking,
-                    added, splits, skipped)
-
-
-def check_components(template: str | None, template_options: dict | None, masking: str,
-                     masking_options: dict | None, registry: Registry) -> None:
-    """Reject an unknown template or masking strategy, or an unknown option, before any work."""
-    registry.resolve("masking_strategies", masking, masking_options)
-    if template:
-        registry.resolve("templates", template, template_options)
-
-
-def build_encoder(spec: DatasetSpec, *, template: str | None, template_options: dict | None, masking: str,
-                  masking_options: dict | None, model: str | None = None, tokenizer: Any = None,
-                  max_length: int | None = None, add_special_tokens: bool = False,
-                  trust_remote_code: bool = False, registry: Registry | None = None) -> tuple[Encoder, list[str]]:
-    """The Encoder for a dataset: its template (or the spec's), the masking strategy, and the
-    tokenizer (``tokenizer`` as given, else loaded for ``model``; none if neither). Returns the
-    encoder and the delimiters added as special tokens (with ``add_special_tokens``)."""
-    if tokenizer is None and model:
+    masking = render.masking or registry.default_name("masking_strategies")
+    masking_fn = registry.resolve("masking_strategies", masking, dict(render.masking_options))
+    if render.template:
+        registry.resolve("templates", render.template, dict(render.template_options))
+    data = open_data(request, registry)
+    template = render.template or data.spec.default_template
+    template_fn = registry.resolve("templates", template, dict(render.template_options))
+    for check in checks:
+        check(data.spec)
+    if tokenizer is None and render.model:
         from sftkit.models import load_tokenizer
 
-        tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
-    encoder = Encoder.build(template=template or spec.default_template, masking=masking, tokenizer=tokenizer,
-                            max_length=max_length, template_options=template_options,
-                            masking_options=masking_options, registry=registry)
-    added: list[str] = []
-    if tokenizer is not None and add_special_tokens:
-        added = add_template_tokens(tokenizer, encoder.template)
-        encoder.context = context_for(tokenizer)
-    return encoder, added
+        tokenizer = load_tokenizer(render.model, trust_remote_code=render.trust_remote_code)
+    added, splits = [], {}
+    if tokenizer is not None:
+        if render.add_special_tokens:
+            added = add_template_tokens(tokenizer, template_fn)
+        splits = split_markers(tokenizer, getattr(template_fn, "special_tokens", ()))
+    encoder = Encoder(template_fn, masking_fn, tokenizer, render.max_length, context_for(tokenizer))
+    return Prepared(data, render, encoder, template, masking, registry, added, splits)

@@ -6,7 +6,7 @@ from itertools import islice
 
 import click
 
-from sftkit.cli import data_options, parse_key_values, render_options
+from sftkit.cli import data_options, render_options
 
 TRAINED = ("black on #b7e4c0", "black on #8fd19e")
 MASKED = ("#6b7280 on #f1f3f5", "#6b7280 on #e2e5e9")
@@ -33,8 +33,7 @@ def token_rows(tokenized, tokenizer) -> list[dict]:
 @click.option("--start", type=click.IntRange(min=0), default=0, help="First row (0-based) to show.")
 @click.option("--format", "fmt", type=click.Choice(["rich", "plain", "json"]), default="rich", show_default=True,
               help="rich: coloured tokens; plain: one token per line; json: machine-readable.")
-def command(data, spec, columns, instruction, loader, loader_options, skip_invalid, template, template_options,
-            masking, masking_options, model, max_length, add_special_tokens, trust_remote_code, count, start, fmt):
+def command(data, request, render, count, start, fmt):
     """Print rendered examples with trained tokens highlighted and masked tokens dimmed.
 
     Token boundaries are shown by alternating shades; each example ends with its counts of
@@ -46,14 +45,8 @@ def command(data, spec, columns, instruction, loader, loader_options, skip_inval
     from sftkit.console import console, err_console, plain, print_skipped
     from sftkit.pipeline import prepare
 
-    prepared = prepare(
-        data, spec=spec, columns=columns, instruction=instruction, loader=loader,
-        loader_options=parse_key_values(loader_options, "--loader-option"), template=template,
-        template_options=parse_key_values(template_options, "--template-option"), masking=masking,
-        masking_options=parse_key_values(masking_options, "--masking-option"), model=model, max_length=max_length,
-        add_special_tokens=add_special_tokens, trust_remote_code=trust_remote_code, skip_invalid=skip_invalid,
-    )
-    examples = list(islice(prepared.examples, start, start + count))
+    prepared = prepare(request.for_path(data), render)
+    examples = list(islice(prepared.examples(), start, start + count))
     print_skipped([error.message for error in prepared.skipped])
     tokenized = prepared.encoder.encode_many(examples)
     tokenizer = prepared.tokenizer
@@ -68,7 +61,7 @@ def command(data, spec, columns, instruction, loader, loader_options, skip_inval
         click.echo(json.dumps(out, ensure_ascii=False, indent=1))
         return
     err_console.print(plain(f"{prepared.note}; template {prepared.template_name}, masking {prepared.masking_name}, "
-                            f"model {model}", "dim"))
+                            f"model {render.model}", "dim"))
     for marker, pieces in prepared.split_markers.items():
         err_console.print(plain(f"note: delimiter {marker!r} splits into {len(pieces)} tokens {pieces}; "
                                 f"--add-special-tokens makes it one token", "yellow"))

@@ -1,13 +1,16 @@
 """Training recipes: a YAML file of settings, merged with command-line flags (flags win).
 
-Every key, its type and its default are declared once in ``FIELDS``; an unknown key or a
-wrong type is one clear message naming the closest valid key (exit 2).
+Every key, its type and its default are declared once, as the fields of ``Recipe``; an unknown
+key or a wrong type is one clear message naming the closest valid key (exit 2). A recipe hands
+the data path its two value objects: ``reading`` (a ``DataRequest``) and ``rendering`` (a
+``RenderSettings``).
 """
 from __future__ import annotations
 
 import difflib
 import os
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +41,7 @@ class Recipe:
     model: str = "smollm2-135m"
     template: str | None = None
     template_options: dict[str, Any] = field(default_factory=dict)
-    masking: str = "completion_only"
+    masking: str | None = None  # None: the default strategy (completion_only among the built-ins)
     masking_options: dict[str, Any] = field(default_factory=dict)
     max_length: int = 1024
     add_special_tokens: bool = False
@@ -81,6 +84,32 @@ class Recipe:
         if self.output_dir:
             return self.output_dir
         return str(Path("runs") / f"{Path(self.data[0].path).stem}-{self.method}")
+
+    @cached_property
+    def reading(self) -> Any:
+        """How every data file of the run is read (``sftkit.pipeline.DataRequest``, path unset)."""
+        from sftkit.pipeline import DataRequest
+
+        return DataRequest(spec=self.spec, columns=dict(self.columns), instruction=self.instruction,
+                           loader=self.loader, loader_options=dict(self.loader_options), skip_invalid=self.skip_invalid)
+
+    @cached_property
+    def rendering(self) -> Any:
+        """How the run renders, masks and tokenizes (``sftkit.pipeline.RenderSettings``)."""
+        from sftkit.pipeline import RenderSettings
+
+        return RenderSettings(template=self.template, template_options=dict(self.template_options),
+                              masking=self.masking, masking_options=dict(self.masking_options), model=self.model,
+                              max_length=self.max_length, add_special_tokens=self.add_special_tokens,
+                              trust_remote_code=self.trust_remote_code)
+
+    def data_request(self, source: DataSource) -> Any:
+        """How to read one training file: its own spec, else the recipe's."""
+        return self.reading.for_path(source.path, source.spec)
+
+    def eval_request(self) -> Any:
+        """How to read ``eval_data``: the recipe's spec, else the first training file's."""
+        return self.reading.for_path(self.eval_data, self.spec or self.data[0].spec)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (for recipe.yaml and sftkit_run.json)."""
@@ -137,10 +166,6 @@ def _number(value: Any, what: str) -> float:
     if not number > 0:
         raise UsageError(f"{what} must be positive, got {value!r}")
     return number
-
-
-def _type_name(default_field) -> str:
-    return str(default_field.type).replace("'", "")
 
 
 def _check_value(key: str, value: Any, source: str) -> Any:

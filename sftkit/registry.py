@@ -152,10 +152,30 @@ class Component:
         bound.options = coerced  # type: ignore[attr-defined]
         bound.__name__ = self.name
         bound.__doc__ = inspect.getdoc(self.func)
-        for attr in ("markers", "special_tokens", "jinja", "suffixes", "matches", "aggregate", "describe"):
+        for attr in hookspecs.OPTIONAL_ATTRIBUTES[self.kind]:
             if hasattr(self.func, attr):
-                setattr(bound, attr, getattr(self.func, attr))
+                setattr(bound, attr, self.attribute(attr))
         return bound
+
+    def attribute(self, name: str, default: Any = None) -> Any:
+        """One of the kind's optional attributes (``hookspecs.OPTIONAL_ATTRIBUTES``), or ``default``.
+
+        Callable attributes are wrapped like the component itself, so a third-party
+        ``aggregate`` or ``describe`` that crashes is reported as the plugin's error.
+        """
+        if name not in hookspecs.OPTIONAL_ATTRIBUTES[self.kind]:
+            raise KeyError(f"{name!r} is not an optional attribute of {self.kind}")
+        value = getattr(self.func, name, default)
+        if callable(value) and not self.builtin:
+            component = self
+
+            def guarded(*args: Any, **kwargs: Any) -> Any:
+                with blamed_on(component):
+                    return value(*args, **kwargs)
+
+            guarded.__name__ = getattr(value, "__name__", name)
+            return guarded
+        return value
 
     def _where(self, what: str) -> str:
         return f"{SINGULAR[self.kind]} {self.name!r} from plugin {self.plugin} {what}"
@@ -410,6 +430,24 @@ class Registry:
     def resolve(self, kind: str, name: str, options: dict[str, Any] | None = None) -> Callable:
         """Look up a component and bind the user's options to it (unknown options are rejected)."""
         return self.get(kind, name).bind(options)
+
+    def default_name(self, kind: str) -> str:
+        """The component of ``kind`` that declares ``default = True`` (e.g. the masking strategy)."""
+        found = [name for name, comp in self._components[kind].items() if comp.attribute("default", False) is True]
+        if len(found) != 1:
+            raise UsageError(f"{len(found)} {kind.replace('_', ' ')} declare themselves the default"
+                             + (f" ({', '.join(found)})" if found else ""),
+                             hint=f"choose one explicitly (e.g. --{SINGULAR[kind].split()[0]} NAME)")
+        return found[0]
+
+    def defaults_for_task(self, kind: str, task: str) -> list[str]:
+        """Components whose ``default_for`` names ``task``, in their declared order (default metrics)."""
+        ranked = []
+        for name, comp in self._components[kind].items():
+            position = (comp.attribute("default_for") or {}).get(task)
+            if position is not None:
+                ranked.append((position, name))
+        return [name for _, name in sorted(ranked)]
 
 
 _REGISTRY: Registry | None = None

@@ -9,7 +9,8 @@ A run folder holds:
   ``adapter_model.safetensors``) or a full model (``config.json`` + ``model.safetensors``);
 - the tokenizer, with its ``chat_template`` set to the training template where the template
   has a Jinja form, so other tools prompt the model exactly as it was trained;
-- ``recipe.yaml`` (resolved), ``metrics.jsonl``, ``report.html`` and ``checkpoints/checkpoint-N/``.
+- ``recipe.yaml`` (resolved), ``metrics.jsonl``, ``train.html`` + ``train.json`` (the reporters' output)
+  and ``checkpoints/checkpoint-N/``.
 
 Every file is written atomically, and ``sftkit_run.json`` last: a folder without it is not
 (yet) a finished run.

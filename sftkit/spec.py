@@ -16,11 +16,12 @@ A spec is YAML (see ``datasets_spec/``)::
 """
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from sftkit.errors import DataError, UsageError
 from sftkit.types import Example, Message
@@ -46,10 +47,6 @@ REQUIRED_FIELDS = {
     "messages": ("messages",),
     "sharegpt": ("messages",),
     "text": ("output",),
-}
-DEFAULT_TEMPLATE = {
-    "alpaca": "alpaca", "instruction_response": "simple", "prompt_completion": "plain",
-    "messages": "chatml", "sharegpt": "chatml", "text": "plain",
 }
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "model": "assistant", "bot": "assistant", "chatgpt": "assistant", "system": "system"}
@@ -85,7 +82,8 @@ class DatasetSpec:
 
     @property
     def default_template(self) -> str:
-        return self.template or DEFAULT_TEMPLATE[self.format]
+        """The spec's template, else the template of the built-in spec of its format."""
+        return self.template or format_template(self.format)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as YAML-ready data; ``spec_from_dict(spec.to_dict())`` gives the same spec.
@@ -235,8 +233,19 @@ def builtin_spec_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_spec(name_or_path: str) -> DatasetSpec:
-    """A spec by built-in name (``alpaca``) or from a YAML file path."""
+def format_template(fmt: str) -> str:
+    """The template of the built-in spec named after a format (``messages`` -> ``chatml``)."""
+    text = resources.files("sftkit.datasets_spec").joinpath(f"{fmt}.yaml").read_text("utf-8")
+    template = safe_yaml(text, f"built-in:{fmt}").get("template")
+    if not isinstance(template, str):
+        raise AssertionError(f"the built-in spec {fmt}.yaml names no template")  # pragma: no cover
+    return template
+
+
+def load_spec(name_or_path: str | DatasetSpec) -> DatasetSpec:
+    """A spec by built-in name (``alpaca``), from a YAML file path, or a copy of a given spec."""
+    if isinstance(name_or_path, DatasetSpec):
+        return copy.deepcopy(name_or_path)
     path = Path(name_or_path)
     names = builtin_spec_names()
     if path.suffix in (".yaml", ".yml"):
@@ -362,18 +371,19 @@ def detect_format(record: dict) -> str | None:
 
 
 def resolve_spec(
-    spec: str | None,
+    spec: DatasetSpec | None,
     first_record: dict | None,
-    columns: Iterable[str] = (),
+    columns: Mapping[str, str] | None = None,
     instruction: str | None = None,
 ) -> tuple[DatasetSpec, str]:
-    """The spec to use: named or detected, with ``--column a=b`` and ``--instruction`` applied.
+    """The spec to use: the one given, or detected from the first record, with column
+    overrides (``{"output": "label"}``) and a constant instruction applied.
 
     Returns the spec and a one-line note saying how it was chosen.
     """
-    overrides = parse_column_overrides(columns)
-    if spec:
-        chosen = load_spec(spec)
+    overrides = dict(columns or {})
+    if spec is not None:
+        chosen = spec
         note = f"spec {chosen.name} ({chosen.source})"
     else:
         fmt = detect_format(first_record or {}) if first_record is not None else None
@@ -396,17 +406,6 @@ def resolve_spec(
         chosen.instruction = instruction
         chosen.columns.pop("instruction", None)
     return chosen, note
-
-
-def parse_column_overrides(columns: Iterable[str]) -> dict[str, str]:
-    """``["output=label", ...]`` -> ``{"output": "label"}``."""
-    out = {}
-    for item in columns:
-        if "=" not in item:
-            raise UsageError(f"--column {item!r} must look like FIELD=COLUMN (e.g. output=label)")
-        key, value = item.split("=", 1)
-        out[key.strip()] = value.strip()
-    return out
 
 
 def examples_from_records(records: Iterable[dict], spec: DatasetSpec, start: int = 0) -> Iterator[Example]:

@@ -444,7 +444,8 @@ def _check_jinja(jinja: str, examples, rendered, tokenizer, problems: _Problems)
 
 
 def _check_trained_tokens(examples, rendered, tokenizer, problems: _Problems) -> None:
-    from sftkit.plugins.masking import completion_only
+    registry = get_registry()
+    completion_only = registry.resolve("masking_strategies", registry.default_name("masking_strategies"))
     from sftkit.tokenize import tokenize_many
 
     items = [(segments, completion_only(segments)) for segments in rendered]
@@ -452,7 +453,7 @@ def _check_trained_tokens(examples, rendered, tokenizer, problems: _Problems) ->
         trained = "".join(tokenized.text[a:b] for (a, b), label in zip(tokenized.offsets, tokenized.labels)
                           if label != -100)
         if tokenized.num_trained == 0:
-            problems.add(f"row {example.row}: no token trains under completion_only masking")
+            problems.add(f"row {example.row}: no token trains under the default masking strategy")
         elif example.response_text().strip() not in trained:
             problems.add(f"row {example.row}: the trained tokens {trained!r} do not cover the response")
 
@@ -607,7 +608,7 @@ def validation_context(
     spec: Any = "alpaca",
     tokenizer: Any = None,
     template: str | None = None,
-    masking: str = "completion_only",
+    masking: str | None = None,
     eval_records: Sequence[dict] | None = None,
     max_length: int | None = 1024,
 ) -> Any:
@@ -619,7 +620,8 @@ def validation_context(
     """
     from sftkit.pipeline import Encoder
     from sftkit.spec import load_spec
-    from sftkit.validation import ExampleStore, ValidationContext, load_store, record_shape
+    from sftkit.store import ExampleStore, load_store, record_shape
+    from sftkit.validation import ValidationContext
 
     chosen = load_spec(spec) if isinstance(spec, str) else spec
     if records is not None:
@@ -632,6 +634,7 @@ def validation_context(
             store.add(example, fields, record_shape(fields, shapes))
     eval_store = load_store(list(eval_records), chosen) if eval_records is not None else None
     template = template or chosen.default_template
+    masking = masking or get_registry().default_name("masking_strategies")
     encoder = Encoder.build(template=template, masking=masking, tokenizer=tokenizer, max_length=max_length)
     return ValidationContext(examples=store, spec=chosen, encoder=encoder, tokenizer=tokenizer, max_length=max_length,
                              eval_examples=eval_store, template_name=template, masking_name=masking)

@@ -63,35 +63,34 @@ def parse_validator_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Batch size for the padding-waste figure.")
 @click.pass_context
-def command(ctx, data, spec, columns, instruction, loader, loader_options, skip_invalid, template, template_options,
-            masking, masking_options, model, max_length, add_special_tokens, trust_remote_code, no_tokenizer,
-            eval_data, report_dir, json_path, fail_on, only, skip, severities, validator_options, batch_size):
+def command(ctx, data, request, render, no_tokenizer, eval_data, report_dir, json_path, fail_on, only, skip,
+            severities, validator_options, batch_size):
     """Check a dataset before training: schema, quality, consistency, balance, tokenization, leakage.
 
     Prints a summary per validator and the top issues, writes an HTML and a JSON report, and
     exits 1 when an issue at or above --fail-on is found (0 otherwise, 2 on unreadable input).
+    The token checks use --max-length (default 1024, TRL's default).
     """
+    import dataclasses
+
     from sftkit.console import err_console, plain, print_skipped
     from sftkit.io import atomic_write_json, check_not_input, protect_inputs
-    from sftkit.registry import get_registry
+    from sftkit.pipeline import DEFAULT_MAX_LENGTH, prepare
     from sftkit.reporting import write_reports
-    from sftkit.validation import failed, run_validation
+    from sftkit.validation import ValidationSettings, failed, resolve_validators, run_validation
 
-    protect_inputs([data, eval_data, spec])
+    protect_inputs([data, eval_data, request.spec])
     if json_path:
         check_not_input(json_path, "--json")
-    registry = get_registry()
-    result = run_validation(
-        data, spec=spec, columns=columns, instruction=instruction, loader=loader,
-        loader_options=parse_key_values(loader_options, "--loader-option"), template=template,
-        template_options=parse_key_values(template_options, "--template-option"), masking=masking,
-        masking_options=parse_key_values(masking_options, "--masking-option"),
-        model=None if no_tokenizer else model, trust_remote_code=trust_remote_code, max_length=max_length,
-        add_special_tokens=add_special_tokens, eval_data=eval_data, only=parse_names(only), skip=parse_names(skip),
-        validator_options=parse_validator_options(validator_options), batch_size=batch_size,
-        skip_invalid=skip_invalid, severity=parse_severities(severities), registry=registry,
-    )
-    written = write_reports(result, report_dir, registry)
+    settings = ValidationSettings(only=tuple(parse_names(only)), skip=tuple(parse_names(skip)),
+                                  validator_options=parse_validator_options(validator_options),
+                                  severity=parse_severities(severities), batch_size=batch_size)
+    render = dataclasses.replace(render, model=None if no_tokenizer else render.model,
+                                 max_length=render.max_length or DEFAULT_MAX_LENGTH)
+    prepared = prepare(request.for_path(data), render, checks=[
+        lambda spec: resolve_validators(spec, settings.only, settings.skip, settings.validator_options)])
+    result = run_validation(prepared, settings, eval_data=prepared.more(request.for_path(eval_data)) if eval_data else None)
+    written = write_reports(result, report_dir, prepared.registry)
     if json_path:
         written.append(atomic_write_json(json_path, result.data))
     print_summary(result)

@@ -66,3 +66,63 @@ def run_cli():
     from sftkit.testing import run_cli
 
     return run_cli
+
+
+# -- the data path from a test: a DataRequest from keyword fields ---------------------------------
+
+def data_request(path, **fields):
+    """A ``DataRequest`` for ``path``; ``columns`` may be given as ``["output=label", ...]``."""
+    from sftkit.pipeline import DataRequest
+
+    columns = fields.pop("columns", {})
+    if not isinstance(columns, dict):
+        columns = dict(item.split("=", 1) for item in columns)
+    return DataRequest(str(path), columns=columns, **fields)
+
+
+def open_examples(path, skipped=None, **fields):
+    """``(spec, note, examples)`` of a file read as the commands read it; broken lines left out
+    with ``skip_invalid=True`` are appended to ``skipped`` once the examples are read."""
+    from sftkit.pipeline import open_data
+
+    opened = open_data(data_request(path, **fields))
+
+    def examples():
+        yield from opened.examples()
+        if skipped is not None:
+            skipped.extend(opened.skipped)
+
+    return opened.spec, opened.note, examples()
+
+
+def read_records(path, **fields):
+    """The raw records of a file, through the loader the commands would choose."""
+    from sftkit.pipeline import load_records
+
+    return load_records(data_request(path, **fields))
+
+
+def prepared_for(path, *, model=None, tokenizer=None, **fields):
+    """``sftkit.pipeline.prepare`` with the DataRequest and RenderSettings fields as keywords."""
+    import dataclasses
+
+    from sftkit.pipeline import RenderSettings, prepare
+
+    render_keys = {f.name for f in dataclasses.fields(RenderSettings)}
+    render = RenderSettings(model=model, **{k: v for k, v in fields.items() if k in render_keys})
+    request = data_request(path, **{k: v for k, v in fields.items() if k not in render_keys})
+    return prepare(request, render, tokenizer=tokenizer)
+
+
+def validate_file(path, *, eval_data=None, **fields):
+    """``run_validation`` on a file, with prepare's and ValidationSettings' fields as keywords."""
+    import dataclasses
+
+    from sftkit.validation import ValidationSettings, run_validation
+
+    setting_keys = {f.name for f in dataclasses.fields(ValidationSettings)}
+    settings = ValidationSettings(**{k: (tuple(v) if k in ("only", "skip") else v)
+                                     for k, v in fields.items() if k in setting_keys})
+    prepared = prepared_for(path, **{k: v for k, v in fields.items() if k not in setting_keys})
+    evals = prepared.more(prepared.data.request.for_path(eval_data)) if eval_data else None
+    return run_validation(prepared, settings, eval_data=evals)

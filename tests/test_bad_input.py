@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from sftkit.errors import DataError, SftkitError, UsageError
-from sftkit.pipeline import Encoder, load_records, open_dataset
+from conftest import open_examples, read_records
+from sftkit.pipeline import Encoder
 
 BAD = Path(__file__).resolve().parent / "data" / "bad"
 
@@ -64,7 +65,7 @@ FIELDS = {"lone_surrogate.jsonl": "instruction", "lone_surrogate.json": "output.
 def test_unreadable_input_names_file_and_line(name, options, error, line, row, fragment):
     path = BAD / name
     with pytest.raises(error) as caught:
-        _, _, examples = open_dataset(path, **options)
+        _, _, examples = open_examples(path, **options)
         list(examples)
     exc = caught.value
     assert fragment in exc.message
@@ -136,7 +137,7 @@ SKIPPABLE = [
 @pytest.mark.parametrize("name, lines, rows, kept", SKIPPABLE, ids=[c[0] for c in SKIPPABLE])
 def test_skip_invalid_lists_broken_lines_and_keeps_the_rest(name, lines, rows, kept):
     skipped: list[DataError] = []
-    _, _, examples = open_dataset(BAD / name, skip_invalid=True, skipped=skipped)
+    _, _, examples = open_examples(BAD / name, skip_invalid=True, skipped=skipped)
     examples = list(examples)
     assert [e.instruction for e in examples] == kept
     assert [e.row for e in examples] == list(range(len(kept)))
@@ -150,14 +151,14 @@ def test_skip_invalid_lists_broken_lines_and_keeps_the_rest(name, lines, rows, k
 def test_skip_invalid_still_refuses_a_file_that_is_broken_as_a_whole():
     for name in ("truncated.json", "empty.csv", "duplicate_header.csv", "not_parquet.parquet"):
         with pytest.raises(DataError):
-            list(open_dataset(BAD / name, skip_invalid=True, skipped=[])[2])
+            list(open_examples(BAD / name, skip_invalid=True, skipped=[])[2])
 
 
 def test_loader_without_skip_mode_never_leaks_an_error_object_as_a_record(tmp_path):
     # A loader that yields a DataError while not asked to skip: the pipeline raises it.
     path = tmp_path / "x.jsonl"
     path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c"\n', encoding="utf-8")
-    records = load_records(path)
+    records = read_records(path)
     assert next(records) == {"instruction": "a", "output": "b"}
     with pytest.raises(DataError) as caught:
         next(records)
@@ -211,7 +212,7 @@ def test_cli_skip_invalid_lists_the_skipped_line(run_cli):
 
 # -- readable oddities load to exactly the values written --------------------------------------------
 def _records(name: str, **options) -> list[dict]:
-    return list(load_records(BAD / name, **options))
+    return list(read_records(BAD / name, **options))
 
 
 def test_bom_is_not_part_of_the_first_key():
@@ -254,14 +255,14 @@ def test_csv_nan_and_empty_cells_stay_text_and_short_rows_are_missing():
         {"instruction": "", "input": "", "output": ""},
         {"instruction": "fifth", "input": "y", "output": None},
     ]
-    _, _, examples = open_dataset(BAD / "nan_empty.csv")
+    _, _, examples = open_examples(BAD / "nan_empty.csv")
     problems = {e.row: e.meta.get("problems") for e in examples}
     assert problems == {0: None, 1: None, 2: None, 3: None,
                         4: [("missing_field", "output", "no value for 'output' (column 'output')")]}
 
 
 def test_extra_columns_are_ignored_and_kept_out_of_the_example():
-    _, _, examples = open_dataset(BAD / "extra_columns.jsonl")
+    _, _, examples = open_examples(BAD / "extra_columns.jsonl")
     examples = list(examples)
     assert [(e.instruction, e.input, e.output, e.meta) for e in examples] == [("a", "", "b", {}), ("c", "", "d", {})]
 
@@ -274,7 +275,7 @@ def test_ten_megabyte_field_loads_and_renders(tmp_path, tokenizer):
     csv_path = tmp_path / "big.csv"
     csv_path.write_text(f'instruction,output\nrepeat,"{big}"\nsmall,ok\n', encoding="utf-8")
     for path in (jsonl, csv_path):
-        _, _, examples = open_dataset(path)
+        _, _, examples = open_examples(path)
         examples = list(examples)
         assert [len(e.output) for e in examples] == [10_000_000, 2]
         assert examples[0].output == big
@@ -295,12 +296,12 @@ def test_ten_megabyte_field_through_the_cli(tmp_path, run_cli):
 
 # -- data-quality problems: noted per row, never a load error ----------------------------------------
 def _problems(name: str, **options) -> dict[int, list]:
-    _, _, examples = open_dataset(BAD / name, **options)
+    _, _, examples = open_examples(BAD / name, **options)
     return {e.row: e.meta.get("problems") for e in examples}
 
 
 def test_wrong_types_are_row_problems_and_values_are_kept_as_text():
-    _, _, examples = open_dataset(BAD / "wrong_types.jsonl")
+    _, _, examples = open_examples(BAD / "wrong_types.jsonl")
     examples = list(examples)
     assert {e.row: e.meta.get("problems") for e in examples} == {
         0: [("wrong_type", "output", "'output' is a int, expected text")],
@@ -400,7 +401,7 @@ def test_odd_conversations_render_and_tokenize_without_error(template, tokenizer
     """Non-alternating turns, empty content, an assistant-only or user-only conversation."""
     encoder = Encoder.build(template=template, masking="completion_only", tokenizer=tokenizer)
     for name in ("non_alternating.jsonl", "empty_content.jsonl", "unknown_roles.jsonl"):
-        _, _, examples = open_dataset(BAD / name)
+        _, _, examples = open_examples(BAD / name)
         examples = list(examples)
         for example, tokens in zip(examples, encoder.encode_many(examples)):
             assert len(tokens.labels) == len(tokens.input_ids) == len(tokens.weights)
@@ -409,7 +410,7 @@ def test_odd_conversations_render_and_tokenize_without_error(template, tokenizer
                 # Nothing to learn (no assistant turn, or an empty one): only an end token can train,
                 # which validate reports; the encoder itself must not fail.
                 assert tokens.num_trained <= 2
-    _, _, examples = open_dataset(BAD / "non_alternating.jsonl")
+    _, _, examples = open_examples(BAD / "non_alternating.jsonl")
     user_only = list(examples)[2]
     segments = encoder.segments(user_only)
     assert not any(s.role == "assistant" and s.part == "content" and s.text for s in segments)

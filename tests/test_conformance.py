@@ -139,13 +139,15 @@ def realistic_results(tmp_path_factory) -> list[Result]:
             {"instruction": "Say hi", "input": "", "output": "Hi"}]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     results = {r.kind: r for r in sample_results()}  # train: the generic sample (training costs minutes)
-    from sftkit.validation import run_validation
+    from conftest import validate_file
 
-    results["validate"] = run_validation(data, spec="alpaca", model=None)
-    from sftkit.evaluate import run_eval
+    results["validate"] = validate_file(data, spec="alpaca", model=None)
+    from sftkit.eval.engine import EvalSettings, run_eval
+    from sftkit.pipeline import DataRequest, RenderSettings
 
-    report = run_eval("tiny-random", str(data), spec="alpaca", metrics=["exact_match"], no_compare=True,
-                      max_new_tokens=2, resamples=100)
+    report = run_eval(DataRequest(str(data), spec="alpaca"), RenderSettings(),
+                      EvalSettings("tiny-random", metrics=("exact_match",), no_compare=True, max_new_tokens=2,
+                                   resamples=100))
     results["eval"] = Result("eval", f"eval {XSS}", report)
     return list(results.values())
 

@@ -57,10 +57,11 @@ def hook_reference() -> str:
         doc = inspect.getdoc(func).replace("``", "`")
         signature = f"{SINGULAR[kind].replace(' ', '_')}({', '.join(POSITIONAL_ARGS[kind])}, **options)"
         shown = ", ".join(f"`{n}`" for n in examples.get(name, [])) or "none"
-        parts += [
-            "", f"#### `{name}(register)`", "", f"A {SINGULAR[kind]}: `{signature}`.", "", doc, "",
-            f"Conformance check: `sftkit.testing.{CHECKS[kind]}`. In the example plugin: {shown}.",
-        ]
+        parts += ["", f"#### `{name}(register)`", "", f"A {SINGULAR[kind]}: `{signature}`.", "", doc]
+        attributes = hookspecs.OPTIONAL_ATTRIBUTES[kind]
+        if attributes:
+            parts += ["", "Optional attributes:", ""] + [f"- `{attr}`: {text}" for attr, text in attributes.items()]
+        parts += ["", f"Conformance check: `sftkit.testing.{CHECKS[kind]}`. In the example plugin: {shown}."]
     parts += ["", END]
     return "\n".join(parts)
 

@@ -13,8 +13,8 @@ import os
 
 import pytest
 
-from conftest import FIXTURES, shared_file
-from sftkit.pipeline import Encoder, open_dataset
+from conftest import FIXTURES, open_examples, shared_file
+from sftkit.pipeline import Encoder
 from sftkit.registry import get_registry
 
 GOLDEN = FIXTURES / "golden"
@@ -33,14 +33,14 @@ UPDATE = os.environ.get("SFTKIT_UPDATE_GOLDEN") == "1"
 def _examples():
     out = []
     for name, spec, rows in SOURCES:
-        _, _, examples = open_dataset(shared_file(name), spec=spec)
+        _, _, examples = open_examples(shared_file(name), spec=spec)
         wanted = set(rows)
         for example in examples:
             if example.row in wanted:
                 out.append((f"{name}#{example.row}", example))
             if example.row >= max(rows):
                 break
-    _, _, chats = open_dataset(CONVERSATION, spec="messages")
+    _, _, chats = open_examples(CONVERSATION, spec="messages")
     out.append(("chat_small.jsonl#0", next(chats)))
     return out
 

@@ -9,13 +9,14 @@ import pytest
 
 from conftest import FIXTURES as DATA, shared_file
 from sftkit.errors import DataError, UsageError
-from sftkit.pipeline import choose_loader, load_records, open_dataset
+from conftest import open_examples, read_records
+from sftkit.pipeline import choose_loader
 
 FIXTURES = DATA / "fixtures"
 
 
 def records(path, **kw):
-    return list(load_records(path, **kw))
+    return list(read_records(path, **kw))
 
 
 def test_loader_is_chosen_from_the_suffix(tmp_path):
@@ -80,7 +81,7 @@ def test_real_code_alpaca(shared_data):
 def test_real_dialogsum_and_self_instruct(shared_data):
     rows = records(shared_file("dialogsum.dev.jsonl"))
     assert len(rows) == 500 and set(rows[0]) == {"fname", "dialogue", "summary", "topic"}
-    spec, _, examples = open_dataset(shared_file("self_instruct_seed_tasks.jsonl"), spec="self_instruct")
+    spec, _, examples = open_examples(shared_file("self_instruct_seed_tasks.jsonl"), spec="self_instruct")
     examples = list(examples)
     assert len(examples) == 175
     first = json.loads(shared_file("self_instruct_seed_tasks.jsonl").read_text("utf-8").splitlines()[0])
@@ -96,7 +97,7 @@ def test_real_financial_phrasebank_invalid_utf8_is_reported_then_readable(shared
         records(path)
     assert info.value.line == bad_line and "encoding_errors=replace" in str(info.value)
     # The spec for this file reads bad bytes as U+FFFD, so nothing is lost and validate can report them.
-    spec, _, examples = open_dataset(path, spec="financial_phrasebank")
+    spec, _, examples = open_examples(path, spec="financial_phrasebank")
     examples = list(examples)
     expected = list(csv.DictReader(io.StringIO(raw.decode("utf-8", errors="replace"))))
     assert len(examples) == len(expected) == 4846

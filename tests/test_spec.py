@@ -5,7 +5,7 @@ import pytest
 
 from conftest import FIXTURES
 from sftkit.errors import DataError, UsageError
-from sftkit.pipeline import open_dataset
+from conftest import open_examples
 from sftkit.spec import builtin_spec_names, detect_format, load_spec, resolve_spec, spec_from_dict
 
 FIX = FIXTURES / "fixtures"
@@ -39,7 +39,7 @@ def test_undetectable_columns_give_a_usage_error_with_a_hint():
 
 
 def test_column_and_instruction_overrides_map_a_csv():
-    spec, note, examples = open_dataset(FIX / "sentiment_small.csv", columns=["input=content", "output=label"],
+    spec, note, examples = open_examples(FIX / "sentiment_small.csv", columns=["input=content", "output=label"],
                                         instruction="Classify.")
     examples = list(examples)
     assert [e.output for e in examples] == ["positive", "negative", "neutral"]
@@ -49,10 +49,10 @@ def test_column_and_instruction_overrides_map_a_csv():
 
 
 def test_sharegpt_and_messages_map_to_turns():
-    _, _, examples = open_dataset(FIX / "sharegpt_small.json")
+    _, _, examples = open_examples(FIX / "sharegpt_small.json")
     example = next(examples)
     assert [(m.role, m.content) for m in example.turns()] == [("user", "Tell me a colour"), ("assistant", "Blue")]
-    _, _, chats = open_dataset(FIX / "chat_small.jsonl")
+    _, _, chats = open_examples(FIX / "chat_small.jsonl")
     chat = next(chats)
     assert [m.role for m in chat.turns()] == ["system", "user", "assistant", "user", "assistant"]
     assert chat.response_text() == "4"

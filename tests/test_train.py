@@ -10,7 +10,7 @@ import pytest
 from sftkit.errors import SftkitError
 from sftkit.recipe import build_recipe, closest_key
 from sftkit.tokenize import IGNORE_INDEX
-from sftkit.train_data import Schedule, Source, collate, epoch_order, split_by_tokens
+from sftkit.train.data import Schedule, Source, collate, epoch_order, split_by_tokens
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "train"
@@ -104,10 +104,10 @@ def test_schedule_splits_steps_across_ranks_and_accumulation():
 
 @pytest.fixture(scope="module")
 def loaded():
-    from sftkit.trainer import load_data
+    from sftkit.train.sources import load_training_data
 
     recipe = _recipe(data=[{"path": str(SENTIMENT), "spec": str(SPEC)}, str(QA)], spec=None, template="alpaca")
-    return recipe, load_data(recipe)
+    return recipe, load_training_data(recipe, validate=False)
 
 
 def _labels_from_batch(batch, lengths):
@@ -119,7 +119,7 @@ def _labels_from_batch(batch, lengths):
 
 @pytest.mark.parametrize("packed", [True, False])
 def test_trainer_batch_labels_equal_encoder_labels(loaded, packed):
-    from sftkit.pipeline import prepare
+    from conftest import prepared_for
 
     recipe, data = loaded
     schedule = Schedule(data.sources, batch_size=5, seed=0)
@@ -128,9 +128,9 @@ def test_trainer_batch_labels_equal_encoder_labels(loaded, packed):
     # The same examples, encoded independently by the pipeline that preview uses.
     expected = {}
     for source in recipe.data:
-        prepared = prepare(source.path, spec=source.spec, template="alpaca", model="tiny-random",
-                           max_length=recipe.max_length)
-        for tok in prepared.encoder.encode_many(prepared.examples):
+        prepared = prepared_for(source.path, spec=source.spec, template="alpaca", model="tiny-random",
+                                max_length=recipe.max_length)
+        for tok in prepared.encoder.encode_many(prepared.examples()):
             expected[tuple(tok.input_ids)] = tok.labels
     lengths = [s.length for s in samples]
     flat = _labels_from_batch(batch, lengths)
@@ -154,7 +154,8 @@ def test_packed_loss_has_no_attention_across_examples(loaded, tiny_model):
     """Each example's loss in a packed row equals its loss alone: attention stays inside examples."""
     import torch
 
-    from sftkit.trainer import batch_inputs, make_loss_module, use_packed_attention
+    from sftkit.train.attention import use_packed_attention
+    from sftkit.train.loss import batch_inputs, make_loss_module
 
     _, data = loaded
     samples = Schedule(data.sources, batch_size=4, seed=0).micro_batches(0)[0]
@@ -180,7 +181,7 @@ def test_loss_on_trained_positions_equals_full_logits_loss(loaded, tiny_model):
     """Gathering trained positions before the LM head gives the usual masked mean cross-entropy."""
     import torch
 
-    from sftkit.trainer import batch_inputs, make_loss_module
+    from sftkit.train.loss import batch_inputs, make_loss_module
 
     _, data = loaded
     samples = Schedule(data.sources, batch_size=3, seed=0).micro_batches(0)[0]
@@ -197,7 +198,7 @@ def test_loss_on_trained_positions_equals_full_logits_loss(loaded, tiny_model):
 def test_forward_passes_split_by_token_budget_give_the_same_gradients(loaded, tiny_model):
     import torch
 
-    from sftkit.trainer import batch_inputs, make_loss_module
+    from sftkit.train.loss import batch_inputs, make_loss_module
 
     _, data = loaded
     samples = Schedule(data.sources, batch_size=6, seed=0).micro_batches(0)[0]
@@ -223,9 +224,11 @@ def test_forward_passes_split_by_token_budget_give_the_same_gradients(loaded, ti
 def test_prompt_weighted_trains_prompt_tokens_with_small_weights(tiny_model):
     import torch
 
-    from sftkit.trainer import batch_inputs, load_data, make_loss_module
+    from sftkit.train.loss import batch_inputs, make_loss_module
+    from sftkit.train.sources import load_training_data
 
-    data = load_data(_recipe(masking="prompt_weighted", masking_options={"prompt_weight": 0.25}))
+    data = load_training_data(_recipe(masking="prompt_weighted", masking_options={"prompt_weight": 0.25}),
+                              validate=False)
     sample = data.sources[0].samples[0]
     assert sorted(set(sample.weight.tolist())) == [0.25, 1.0]
     batch = collate([sample], packed=True, pad_id=0)
@@ -244,7 +247,7 @@ def test_train_tiny_lora_run_folder_complete(tmp_path, run_cli):
     import torch
 
     from sftkit.models import load_model
-    from sftkit.pipeline import prepare
+    from conftest import prepared_for
     from sftkit.runs import chat_messages, load_for_inference, read_run
 
     out = tmp_path / "run"
@@ -256,7 +259,7 @@ def test_train_tiny_lora_run_folder_complete(tmp_path, run_cli):
                      "--output-dir", out, "--no-validate")
     assert result.exit_code == 0, result.stderr
     for name in ("sftkit_run.json", "adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json",
-                 "recipe.yaml", "metrics.jsonl", "report.html"):
+                 "recipe.yaml", "metrics.jsonl", "train.html", "train.json"):
         assert (out / name).is_file(), name
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
     info = read_run(out)
@@ -271,8 +274,8 @@ def test_train_tiny_lora_run_folder_complete(tmp_path, run_cli):
     # The adapter changed the model, and the tokenizer carries the training template.
     model, tokenizer, loaded_info = load_for_inference(out)
     assert loaded_info["method"] == "lora"
-    prepared = prepare(QA, template="alpaca", model="tiny-random")
-    example = next(prepared.examples)
+    prepared = prepared_for(QA, template="alpaca", model="tiny-random")
+    example = next(prepared.examples())
     assert example.input  # the Alpaca form with an ### Input: section
     assert tokenizer.apply_chat_template(chat_messages(example), tokenize=False, add_generation_prompt=True) == \
         prepared.encoder.prompt(example)
@@ -280,7 +283,7 @@ def test_train_tiny_lora_run_folder_complete(tmp_path, run_cli):
     with torch.no_grad():
         assert not torch.allclose(model(input_ids=ids).logits, load_model("tiny-random")(input_ids=ids).logits,
                                   atol=1e-4)
-    report = (out / "report.html").read_text("utf-8")
+    report = (out / "train.html").read_text("utf-8")
     assert "Loss" in report and "trained tokens/s" in report and "qa.jsonl" in report
     assert "<script>alert" not in report
 

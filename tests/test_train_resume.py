@@ -141,7 +141,7 @@ def test_sigkill_during_a_step_then_resume(reference, tmp_path, run_cli):
 
 
 def test_sigkill_during_a_checkpoint_write_then_resume(reference, tmp_path, run_cli):
-    from sftkit.checkpoints import latest_checkpoint
+    from sftkit.train.checkpoints import latest_checkpoint
 
     out = tmp_path / "killed-write"
     proc, log = _start(out, {"SFTKIT_TEST_CHECKPOINT_SLEEP": "4:120"})

@@ -163,9 +163,10 @@ def test_eval_data_leakage(run_cli, tmp_path):
 
 
 def test_python_api_for_train():
-    from sftkit.validation import failed, run_validation
+    from conftest import validate_file
+    from sftkit.validation import failed
 
-    result = run_validation(CLEAN, model=None, only=["quality"])
+    result = validate_file(CLEAN, model=None, only=["quality"])
     assert result.kind == "validate" and not failed(result) and not failed(result, "warning")
     assert result.data["summary"]["rows"] == 24
 

@@ -9,7 +9,9 @@ import pytest
 
 from sftkit import Example, Issue, PluginError, UsageError
 from sftkit.spec import load_spec
-from sftkit.validation import ExampleStore, failed, resolve_validators, run_validation
+from conftest import validate_file
+from sftkit.store import ExampleStore
+from sftkit.validation import failed, resolve_validators
 
 CLEAN = Path(__file__).parent / "data" / "validate" / "clean.jsonl"
 
@@ -37,8 +39,8 @@ def test_small_chunks_find_the_same_issues(tmp_path, tokenizer):
     rows[5]["output"] = ""
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
-    one = run_validation(path, tokenizer=tokenizer, max_length=64)
-    many = run_validation(path, tokenizer=tokenizer, max_length=64, chunk_rows=4)
+    one = validate_file(path, tokenizer=tokenizer, max_length=64)
+    many = validate_file(path, tokenizer=tokenizer, max_length=64, chunk_rows=4)
     assert one.data["issues"] == many.data["issues"]
     codes = {i["code"] for i in one.data["issues"]}
     assert {"near_duplicate", "exact_duplicate", "empty_output", "truncated_response"} <= codes
@@ -46,7 +48,7 @@ def test_small_chunks_find_the_same_issues(tmp_path, tokenizer):
 
 
 def test_result_layout_and_failed():
-    result = run_validation(CLEAN, model=None, only=["quality", "balance"])
+    result = validate_file(CLEAN, model=None, only=["quality", "balance"])
     data = result.data
     assert set(data) >= {"summary", "issues", "stats", "dataset", "examples", "token_views"}
     assert data["dataset"]["validators"] == ["quality", "balance"]
@@ -83,4 +85,4 @@ def test_a_validator_yielding_garbage_is_a_plugin_error(sftkit_registry, registe
 
     register_plugin(Plugin(), name="sloppy-plugin")
     with pytest.raises(PluginError, match="validator 'sloppy' from plugin sloppy-plugin yielded"):
-        run_validation(CLEAN, model=None, only=["sloppy"], registry=sftkit_registry)
+        validate_file(CLEAN, model=None, only=["sloppy"])

@@ -8,8 +8,7 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import shared_file
-from sftkit.validation import run_validation
+from conftest import shared_file, validate_file
 
 
 def issues_by_code(result) -> dict[str, dict]:
@@ -24,7 +23,7 @@ def issues_by_code(result) -> dict[str, dict]:
 def phrasebank():
     path = shared_file("financial_phrasebank.csv")
     frame = pd.read_csv(path, encoding_errors="replace", dtype=str, keep_default_na=False)
-    result = run_validation(path, spec="financial_phrasebank", model=None)
+    result = validate_file(path, spec="financial_phrasebank", model=None)
     return frame, result
 
 
@@ -79,7 +78,7 @@ def test_code_alpaca_empty_outputs():
     records = json.loads(path.read_text("utf-8"))
     expected = [i for i, r in enumerate(records) if not r["output"].strip()]
     assert len(expected) == 2
-    result = run_validation(path, model=None)
+    result = validate_file(path, model=None)
     assert issues_by_code(result)["empty_output"]["rows"] == expected
     assert result.data["summary"]["rows"] == len(records)
 

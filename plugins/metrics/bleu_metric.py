@@ -87,3 +87,4 @@ def describe(tokenize: str = "13a", lowercase: bool = False) -> dict[str, str]:
 bleu.aggregate = aggregate
 bleu.resampled = resampled
 bleu.describe = describe
+bleu.default_for = {"summarization": 2, "generation": 2}

@@ -111,3 +111,8 @@ f1.describe = describe_f1
 f1.input = "label"
 accuracy.input = "label"
 accuracy.describe = describe_accuracy
+# the default metrics for classification data, and the figures that headline its report
+accuracy.default_for = {"classification": 1}
+f1.default_for = {"classification": 2}
+accuracy.headline = ("accuracy",)
+f1.headline = ("f1_macro",)

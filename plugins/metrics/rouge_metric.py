@@ -96,3 +96,4 @@ def describe(tokenizer: str = "default", stemmer: bool = True, split: bool = Tru
 
 
 rouge.describe = describe
+rouge.default_for = {"summarization": 1, "qa": 2, "generation": 1}

@@ -238,7 +238,7 @@ def _summary(data: dict, roles: list[str]) -> str:
         items.append(("max new tokens", gen.get("max_new_tokens", "")))
     lines = []
     metrics = data.get("metrics") or {}
-    heads = ["accuracy", "f1_macro"] if data.get("task") == "classification" else [data.get("primary")]
+    heads = data.get("headline") or [data.get("primary")]
     for sub in heads:
         entry = metrics.get(sub or "")
         if not isinstance(entry, dict):

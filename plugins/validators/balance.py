@@ -81,3 +81,26 @@ def _outliers(lengths: np.ndarray, z: float) -> set[int]:
     median = np.median(logs[present]) if present.any() else 0.0
     mad = max(np.median(np.abs(logs[present] - median)) * 1.4826 if present.any() else 0.0, 0.05)
     return set(np.flatnonzero(present & (np.abs(logs - median) / mad > z)).tolist())
+
+
+balance.codes = {  # code: (severity, what it means, how to fix); the README table is generated from it
+    'class_imbalance': (
+        'warning',
+        'the largest class is more than `max_ratio` (3) times the smallest, or holds more than '
+        '`max_share` (50%) of the rows; `details.counts`',
+        'rebalance (resample, weight) or accept it by raising the thresholds',
+    ),
+    'task_imbalance': (
+        'warning',
+        "one task/category (the spec's `task` column) holds more than `max_task_share` (50%) of the "
+        'rows, or (at most 50 categories) the largest is over `max_task_ratio` (20) times the '
+        'smallest',
+        'rebalance the task mix',
+    ),
+    'length_outlier': (
+        'info',
+        'a prompt or response length lies more than `outlier_z` (5) robust standard deviations (MAD '
+        'of log length) from the median',
+        'check the rows for pasted documents, truncation or junk',
+    ),
+}

@@ -150,3 +150,39 @@ def _mixed(shapes: dict[str, list[int]]) -> Iterator[Issue]:
     yield Issue("consistency", "mixed_formats", "warning",
                 f"{len(shapes)} different record layouts (keys, turn keys, role names): "
                 f"{count_rows(len(rows))} outside the most common one ({main!r})", rows, {"layouts": counts})
+
+
+consistency.codes = {  # code: (severity, what it means, how to fix); the README table is generated from it
+    'template_marker_in_content': (
+        "error (warning for other templates' markers)",
+        'a field contains a delimiter of the template or tokenizer in use (`### Response:`, '
+        '`<|im_end|>`, the EOS text): it corrupts the prompt structure and teaches the model to emit '
+        'it; markers of other common templates are a warning',
+        'remove the markers from the data, or use a template whose delimiters do not occur',
+    ),
+    'conflicting_labels': (
+        'error (warning for generation tasks)',
+        'the same prompt appears with different responses: for classification the labels contradict '
+        'each other; for open generation it may be intended',
+        'decide the right label and fix or drop the others',
+    ),
+    'label_variants': (
+        'warning',
+        'one label written several ways (`Positive`, `positive `, `pos`): case, spaces, punctuation '
+        'or a unique abbreviation of a spec label (or of a more common label when the spec lists '
+        'none)',
+        'normalise the labels to one spelling',
+    ),
+    'unknown_label': (
+        'error',
+        "a label is not in the spec's `labels` and is no variant of one",
+        'fix the label or add it to the spec',
+    ),
+    'mixed_formats': (
+        'warning',
+        'records have different key sets, or conversations different turn keys (role/content versus '
+        'from/value) or role names (user/assistant versus human/gpt; a system turn or not does not '
+        'count); rows differing from the most common layout are listed',
+        'convert all records to one layout',
+    ),
+}

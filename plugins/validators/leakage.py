@@ -55,3 +55,13 @@ def leakage(context, near_dup_threshold: float = 0.8, shingle_size: int = 5, num
                          "pairs": [[t, e, round(s, 3)] for t, e, s in near[:PAIR_DETAILS]]})
     context.stats["leakage"] = {"eval_rows": len(evals), "exact_overlap_train_rows": len(exact),
                                 "near_overlap_pairs": len(near)}
+
+
+leakage.codes = {  # code: (severity, what it means, how to fix); the README table is generated from it
+    'eval_overlap': (
+        'error (warning for near duplicates)',
+        'with `--eval-data`: training rows whose prompt is identical (error) or a near duplicate '
+        '(warning, Jaccard >= 0.8) of an eval prompt; `details.eval_rows` lists the eval rows',
+        'remove the overlapping rows from the training data',
+    ),
+}

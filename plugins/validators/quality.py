@@ -194,3 +194,59 @@ def _row_issues(flagged, total, min_chars, min_words, max_repeat, pii_counts) ->
         if rows:
             details = {"kinds": pii_counts} if code == "pii" else {}
             yield Issue("quality", code, severity, template.format(n=count_rows(len(rows))), rows, details)
+
+
+quality.codes = {  # code: (severity, what it means, how to fix); the README table is generated from it
+    'empty_output': (
+        'error',
+        'the response is empty: the row teaches the model to answer nothing',
+        'write the response or drop the row',
+    ),
+    'short_output': (
+        'warning',
+        'the response has fewer than `min_output_chars` (3) characters (not checked for '
+        'classification)',
+        'check the rows; lower `quality.min_output_chars` if short answers are right',
+    ),
+    'vague_instruction': (
+        'warning',
+        'an instruction without input has fewer than `min_instruction_words` (3) words or is a stock '
+        'phrase ("help", "continue")',
+        'make the instruction say what is wanted',
+    ),
+    'exact_duplicate': (
+        'warning',
+        'rows with the same prompt and response after normalising case, Unicode (NFKC) and whitespace'
+        ' (xxh3 hashes); `details.groups` lists them',
+        'keep one row per group',
+    ),
+    'near_duplicate': (
+        'warning',
+        'pairs of rows with Jaccard similarity >= `near_dup_threshold` (0.8) on word 5-gram shingles '
+        '(character 5-grams for CJK), found with MinHash-LSH (`rensa`) and confirmed by exact Jaccard'
+        ' (at most 64 candidates a row); `details.pairs`',
+        'drop or rewrite the copies; tune `quality.near_dup_threshold`',
+    ),
+    'output_copies_prompt': (
+        'warning',
+        'the response repeats the instruction or input (or mostly consists of it)',
+        'write a real response',
+    ),
+    'encoding_artifact': (
+        'warning',
+        'mojibake (`Sepp+?l+?`, `Ã©`, `â€™`), U+FFFD replacement characters (from bytes that were not'
+        ' UTF-8) or control characters',
+        're-export the source as UTF-8, or repair the text (e.g. with ftfy)',
+    ),
+    'repetitive_output': (
+        'warning',
+        'a degenerate response: more than `max_repeat_fraction` (50%) of its word 3-grams repeat',
+        'drop or regenerate the rows',
+    ),
+    'pii': (
+        'info',
+        'e-mail addresses, phone numbers or card numbers (Luhn-checked) appear; `details.kinds` '
+        'counts them',
+        'remove or mask personal data you may not train on',
+    ),
+}

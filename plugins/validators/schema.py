@@ -107,3 +107,30 @@ def schema(context) -> Iterator[Issue]:
         yield Issue("schema", code, "error", message, rows, {"field": name, "column": column})
     context.stats["schema"] = {"fields": fields, "required": sorted(spec.required_fields),
                                "constraints": spec.constraints}
+
+
+schema.codes = {  # code: (severity, what it means, how to fix); the README table is generated from it
+    'missing_field': (
+        'error',
+        'a field the spec requires (e.g. `output`) is absent or null; "no record has it" means the '
+        'column mapping is wrong',
+        'fill the field, or map it with `--column output=COLUMN`',
+    ),
+    'wrong_type': (
+        'error',
+        'a field holds a number, list or object where text is expected (labels may be numbers); or a '
+        'conversation turn is malformed (not an object, unknown role, non-text content)',
+        "convert the values to text; fix the turns' roles and content",
+    ),
+    'empty_field': (
+        'error',
+        "a field is shorter than the spec's `constraints: {field: {min_length: N}}` (whitespace does "
+        'not count)',
+        'fill or drop the rows, or relax the constraint',
+    ),
+    'non_alternating': (
+        'error',
+        "a conversation's turns do not alternate (system first, then user and assistant in turn)",
+        'fix the order of the turns, or merge consecutive turns of one role',
+    ),
+}

@@ -1,8 +1,9 @@
 """The ``tokenization`` validator: what the trainer will really see, token by token.
 
 Each chunk is rendered, masked and tokenized exactly as ``sftkit train`` does (one batched
-tokenizer call with offsets); the generation prompt is tokenized alone (one more batched call)
-to check it is a token prefix of the training text.
+tokenizer call with offsets, ``context.encode``: in a training run, these very encodings then
+train); the generation prompt is tokenized alone (one more batched call) to check it is a
+token prefix of the training text.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import numpy as np
 from sftkit import Issue
 from sftkit.plugins.validators.text import rows as count_rows
 from sftkit.pipeline import generation_prompt
-from sftkit.tokenize import tokenize_many
 
 LENGTH_SAMPLE = 5000
 MESSAGES = {
@@ -63,7 +63,7 @@ def prompt_token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
 
 def tokenization(context, batch_size: int = 0, prefix_check: bool = True, samples: int = 3) -> Iterator[Issue]:
     """Truncated responses, untrained EOS, no trained tokens, double BOS, prefix and marker checks; token stats."""
-    tokenizer, encoder = context.tokenizer, context.encoder
+    tokenizer = context.tokenizer
     if tokenizer is None:
         context.stats["tokenization"] = {"skipped": "no tokenizer (--no-tokenizer)"}
         return
@@ -78,14 +78,11 @@ def tokenization(context, batch_size: int = 0, prefix_check: bool = True, sample
     trained = np.zeros(total, dtype=np.int64)
     flagged: dict[str, list[int]] = defaultdict(list)
     for chunk in context.examples.chunks():
-        items, prompts = [], []
-        for example in chunk.examples:
-            segments = encoder.segments(example)
-            items.append((segments, encoder.weights(segments)))
-            prompts.append(generation_prompt(segments) if prefix_check else "")
-        tokenized = tokenize_many(items, tokenizer, max_length)
+        encoded = context.encode(chunk)  # the rows exactly as sftkit train encodes them (once per run)
+        prompts = [generation_prompt(row.segments) if prefix_check else "" for row in encoded]
         prompt_ids = prompt_token_ids(tokenizer, prompts) if prefix_check else [None] * len(prompts)
-        for example, (segments, _weights), tok, pids in zip(chunk.examples, items, tokenized, prompt_ids):
+        for example, row_encoding, pids in zip(chunk.examples, encoded, prompt_ids):
+            segments, tok = row_encoding.segments, row_encoding.tokens
             row = example.row
             lengths[row] = tok.length_before_truncation
             trained[row] = num_trained = len(tok.labels) - tok.labels.count(-100)
@@ -175,3 +172,44 @@ def _stats(lengths: np.ndarray, trained: np.ndarray, max_length: int, batch: int
         "padding_waste": round(1 - float(kept.sum()) / max(1, padded), 4),
         "lengths_sample": lengths[::step][:LENGTH_SAMPLE].tolist(),
     }
+
+
+tokenization.codes = {  # code: (severity, what it means, how to fix); the README table is generated from it
+    'truncated_response': (
+        'error',
+        'the training text is longer than `--max-length`, so response tokens (and the EOS) are cut: '
+        'the model learns to stop mid-answer',
+        'raise `--max-length`, shorten the prompts, or drop the rows',
+    ),
+    'no_trainable_tokens': (
+        'error',
+        'no token of the row trains (the response is cut away entirely, or the masking trains '
+        'nothing)',
+        'fix max length or masking; drop the rows',
+    ),
+    'eos_not_trained': (
+        'error',
+        'the end-of-turn/EOS token is missing or masked (or written as text that does not become the '
+        'EOS id): the model will not learn to stop',
+        'use a template/masking that trains the end token',
+    ),
+    'double_bos': (
+        'warning',
+        'the sequence starts with two BOS tokens: the template renders BOS and the tokenizer adds '
+        'another',
+        "drop the BOS from the template (or the tokenizer's `add_bos_token`)",
+    ),
+    'template_not_prefix_preserving': (
+        'error',
+        'the prompt tokenized alone is not a prefix of the tokenized prompt+response (e.g. a prompt '
+        "ending in a space that the response's first word absorbs): inference sees other tokens than "
+        'training',
+        'end the prompt on a token boundary (a newline), or strip leading whitespace from responses',
+    ),
+    'marker_split': (
+        'warning',
+        'a template marker tokenizes differently in context than alone (e.g. ` Answer:` merges with '
+        'the space before it); `details.markers` shows both tokenizations',
+        'put a newline before the marker, or add it as a special token (`--add-special-tokens`)',
+    ),
+}

@@ -5,15 +5,16 @@ from pathlib import Path
 
 import click
 
-from sftkit.cli import data_options, parse_key_values, render_options
+from sftkit.cli import data_flags, parse_key_values, render_flags
+
 
 @click.command("train")
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
 @click.option("--data", "data", multiple=True, metavar="PATH[:WEIGHT]",
               help="Training data (repeatable; PATH:WEIGHT mixes tasks, weight 2 = each example twice per epoch).")
 @click.option("--eval-data", help="Held-out data for the eval loss.")
-@data_options
-@render_options
+@data_flags
+@render_flags
 @click.option("--lora", "method", flag_value="lora", default=None, help="Train a LoRA adapter (default).")
 @click.option("--full", "method", flag_value="full", help="Full fine-tuning (every weight).")
 @click.option("--lora-r", type=int, help="LoRA rank [16].")
@@ -59,7 +60,7 @@ def command(ctx, recipe, resume, no_validate, **flags):
     """
     from sftkit.console import err_console, plain, progress_disabled
     from sftkit.recipe import build_recipe
-    from sftkit.trainer import train
+    from sftkit.train.loop import train
 
     given = {name: value for name, value in flags.items()
              if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
@@ -90,4 +91,4 @@ def command(ctx, recipe, resume, no_validate, **flags):
             f"done: {s['steps']} steps, loss {s['first_loss']:.4f} -> {s['final_loss']:.4f}"
             + (f", best eval loss {s['best_eval_loss']:.4f}" if s["best_eval_loss"] is not None else "")
             + f", {s['trained_tokens_per_s']:,.1f} trained tokens/s ({s['tokens_per_s']:,.1f} tokens/s); "
-              f"run folder {result['run_dir']} (report.html)", "green"))
+              f"run folder {result['run_dir']} (train.html)", "green"))

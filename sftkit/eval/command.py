@@ -1,0 +1,78 @@
+"""``sftkit eval``: the command line of the evaluation (options into an ``EvalSettings``).
+
+    sftkit eval --model runs/demo --data test.jsonl            # compares with the run's base model
+    sftkit eval --model smollm2-135m --data test.jsonl --spec financial_phrasebank
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sftkit.cli import data_options, parse_key_values
+from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
+
+
+@click.command("eval")
+@click.option("--model", required=True, metavar="RUN_DIR|MODEL",
+              help="A run folder of `sftkit train`, or a model: smollm2-135m, tiny-random, a folder, a hub id.")
+@click.option("--data", required=True, type=click.Path(dir_okay=True), help="The evaluation data (held-out rows).")
+@data_options
+@click.option("--template", help="Prompt template (default: the run's, else the spec's).")
+@click.option("--template-option", "template_options", multiple=True, metavar="KEY=VALUE", help="Template option.")
+@click.option("--metrics", help="Comma-separated metrics (default by task: classification accuracy,f1,exact_match; "
+                                "summarization rouge,bleu; otherwise rouge,bleu,exact_match).")
+@click.option("--metric-option", "metric_options", multiple=True, metavar="METRIC.KEY=VALUE",
+              help="A metric option, e.g. rouge.tokenizer=whitespace, bleu.tokenize=zh, exact_match.mode=strict.")
+@click.option("--compare", metavar="BASE|RUN_DIR", help="A second model scored on the same prompts "
+                                                         "(default for a run folder: its base model).")
+@click.option("--no-compare", is_flag=True, help="Evaluate only --model, even for a run folder.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None,
+              help=f"Generation budget (default: 16 for classification, {FALLBACK_MAX_NEW_TOKENS} otherwise).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Prompts per batch.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N rows.")
+@click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True, help="Bootstrap resamples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--report-dir", type=click.Path(file_okay=False), default="reports/eval", show_default=True,
+              help="Where eval.json and eval.html go.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the JSON result to this file.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model folder (off by default).")
+def command(model, data, request, template, template_options, metrics, metric_options, compare, no_compare,
+            max_new_tokens, batch_size, limit, resamples, seed, report_dir, json_path, trust_remote_code):
+    """Generate with a model (and a base model), score, and compare with confidence intervals.
+
+    Prompts are rendered exactly as in training minus the response; generation is greedy,
+    batched with left padding, and stops at EOS or the template's end of turn. Classification
+    outputs are mapped to the spec's labels (unmappable ones count as wrong and are listed).
+    Every aggregate gets a 95% bootstrap interval; with a base model, a paired bootstrap gives
+    the interval of the difference and its p-value.
+    """
+    from sftkit.console import err_console, plain, print_skipped
+    from sftkit.eval.engine import EvalSettings, run_eval
+    from sftkit.eval.printing import print_summary
+    from sftkit.eval.scoring import parse_metric_options
+    from sftkit.io import atomic_write_json, check_not_input, protect_inputs
+    from sftkit.pipeline import RenderSettings
+    from sftkit.registry import get_registry
+    from sftkit.reporting import write_reports
+    from sftkit.types import Result
+
+    protect_inputs([data, request.spec])
+    if json_path:
+        check_not_input(json_path, "--json")
+    settings = EvalSettings(
+        model=model, compare=compare, no_compare=no_compare,
+        metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
+        metric_options=parse_metric_options(metric_options), max_new_tokens=max_new_tokens, batch_size=batch_size,
+        limit=limit, resamples=resamples, seed=seed)
+    render = RenderSettings(template=template, template_options=parse_key_values(template_options, "--template-option"),
+                            trust_remote_code=trust_remote_code)
+    result = run_eval(request.for_path(data), render, settings)
+    print_summary(result)
+    print_skipped([error["message"] for error in result.get("skipped_lines", [])])
+    report = Result("eval", f"sftkit eval: {result['models']['tuned']['name']} on {Path(data).name}", result)
+    written = write_reports(report, report_dir, get_registry())
+    if json_path:
+        written.append(atomic_write_json(Path(json_path), result))
+    err_console.print(plain("reports: " + ", ".join(str(p) for p in written if p), "dim"))

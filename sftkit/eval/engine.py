@@ -1,0 +1,280 @@
+"""The evaluation engine: ``run_eval`` renders every prompt exactly as in training minus the
+response, generates with each model in turn (``sftkit.generate``), maps classification outputs to
+labels (``sftkit.labels``), scores (``sftkit.eval.scoring``) and returns the result data.
+
+    result = run_eval(DataRequest("test.jsonl"), RenderSettings(), EvalSettings(model="runs/demo"))
+
+``settings.model`` is called *tuned* and ``settings.compare`` *base* in the reports. The
+template, its options and every metric with its options are checked before any model loads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import time
+import warnings
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any, Mapping
+
+from sftkit.errors import DataError, UsageError
+from sftkit.eval.scoring import (ModelRun, describe_metrics, headline_subs, resolve_metrics, sanity_warnings,
+                                 score)
+
+DEFAULT_MAX_NEW_TOKENS = {"classification": 16}
+FALLBACK_MAX_NEW_TOKENS = 128
+ROLES = ("base", "tuned")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What to evaluate and how: the model (a run folder or a model name), the model to compare
+    with (default for a run folder: its base model), metrics (default: those declared for the
+    task) with options, the generation budget and batch, and the bootstrap."""
+
+    model: str
+    compare: str | None = None
+    no_compare: bool = False
+    metrics: tuple[str, ...] | None = None
+    metric_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    max_new_tokens: int | None = None
+    batch_size: int = 16
+    limit: int | None = None
+    resamples: int = 1000
+    seed: int = 0
+    confidence: float = 0.95
+
+
+def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
+    """Evaluate ``settings.model`` (and the model it is compared with) on the rows of ``request``
+    (a ``DataRequest``), rendered per ``render`` (template and options; a run folder's own by
+    default); returns the report data (JSON-ready)."""
+    from sftkit.pipeline import prepare
+    from sftkit.registry import get_registry
+
+    registry = get_registry()
+    run_info = _run_info(settings.model)
+    compare = _compare_with(settings, run_info)
+    render, notes = _with_run_template(render, run_info)
+    prepared = prepare(_with_run_spec(request, run_info), dataclasses.replace(render, model=None), registry=registry)
+    examples = _examples(prepared, settings.limit)
+    task = prepared.spec.task or "generation"
+    classification = task == "classification"
+    references = references_for(examples, classification)
+    mapper = _label_mapper(prepared, examples, references) if classification else None
+    metrics = resolve_metrics(list(settings.metrics or ()), task, settings.metric_options, registry,
+                              labels=mapper.labels if mapper else None)
+    max_new = settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(task, FALLBACK_MAX_NEW_TOKENS)
+
+    _quiet_transformers()
+    runs: dict[str, ModelRun] = {}
+    prompts = None
+    for role, name in [("tuned", settings.model)] + ([("base", compare)] if compare is not None else []):
+        runs[role], prompts = generate_with(role, name, examples, prepared.encoder, prompts, max_new_tokens=max_new,
+                                            batch_size=settings.batch_size,
+                                            trust_remote_code=render.trust_remote_code)
+        if mapper is not None:
+            runs[role].labels = mapper.map_many(runs[role].texts)
+    runs = {role: runs[role] for role in ROLES if role in runs}
+    table, metric_notes = score(metrics, runs, references, classification, resamples=settings.resamples,
+                                seed=settings.seed, confidence=settings.confidence)
+    warn = notes + [w for run in runs.values() for w in sanity_warnings(run, max_new)] + metric_notes
+    result = {
+        "data": str(prepared.path), "rows": len(examples), "limit": settings.limit, "spec": prepared.spec.name,
+        "spec_note": prepared.note, "task": task, "template": prepared.template_name,
+        "template_options": dict(render.template_options),
+        "models": {role: {"name": run.name, "run": _run_summary(run.run_info), "seconds": round(run.seconds, 3),
+                          "tokens": sum(g.tokens for g in run.generations)} for role, run in runs.items()},
+        "generation": {"max_new_tokens": max_new, "batch_size": settings.batch_size, "decoding": "greedy",
+                       "padding": "left"},
+        "bootstrap": {"resamples": settings.resamples, "seed": settings.seed, "confidence": settings.confidence,
+                      "interval": "percentile",
+                      "p_value": "paired, shifted to the null (Berg-Kirkpatrick et al. 2012), two-sided"},
+        "metric_info": describe_metrics(metrics),
+        "metrics": table,
+        "primary": next(iter(table), None),
+        "headline": headline_subs(metrics, table),
+        "warnings": warn,
+        "skipped_lines": [{"line": e.line, "row": e.row, "message": e.message} for e in prepared.skipped],
+    }
+    if mapper is not None:
+        result["classification"] = _classification(mapper, runs, examples, references)
+    result["examples"] = _example_rows(examples, prompts, references, runs)
+    return result
+
+
+# -- before any model loads ----------------------------------------------------------------------
+
+def _run_info(model: str) -> dict | None:
+    """The run description when ``model`` is a run folder (checked), else None."""
+    from sftkit.runs import is_run_dir, read_run
+
+    if is_run_dir(model):
+        return read_run(model)
+    if Path(model).is_dir() and (Path(model) / "adapter_config.json").exists():
+        raise UsageError(f"{model} holds an adapter but no sftkit_run.json",
+                         hint="pass the --output-dir of a finished `sftkit train`")
+    return None
+
+
+def _compare_with(settings: EvalSettings, run_info: dict | None) -> str | None:
+    """The second model: ``--compare``, else a run folder's base model (unless ``--no-compare``)."""
+    from sftkit.runs import is_run_dir, read_run
+
+    compare = settings.compare
+    if compare and settings.no_compare:
+        raise UsageError("--compare and --no-compare exclude each other")
+    if compare is None and run_info is not None and not settings.no_compare:
+        compare = str(run_info["base_model"])
+    if compare is not None and is_run_dir(compare):
+        read_run(compare)  # a broken run folder is reported before any model loads
+    return compare
+
+
+def _with_run_spec(request: Any, run_info: dict | None) -> Any:
+    """A run folder's saved dataset spec, when the user named no spec, columns or instruction."""
+    from sftkit.spec import DEFAULT_COLUMNS, spec_from_dict
+
+    run_spec = (run_info or {}).get("spec")
+    if request.spec or request.columns or request.instruction is not None:
+        return request
+    if not isinstance(run_spec, dict) or not run_spec.get("format"):
+        return request
+    # DatasetSpec.to_dict lists the resolved columns only: a default column the spec removed
+    # (``instruction: null`` with a constant instruction) must stay removed when read back.
+    saved = dict(run_spec)
+    saved["columns"] = {**{name: None for name in DEFAULT_COLUMNS.get(saved["format"], {})},
+                        **(saved.get("columns") or {})}
+    return dataclasses.replace(request, spec=spec_from_dict(saved, "from the run folder"))
+
+
+def _with_run_template(render: Any, run_info: dict | None) -> tuple[Any, list[dict]]:
+    """A run folder's template and options, unless the user chose one (then a note, if it differs)."""
+    trained_with = (run_info or {}).get("template")
+    if run_info is not None and render.template is None:
+        options = render.template_options or dict(run_info.get("template_options") or {})
+        return dataclasses.replace(render, template=trained_with or None, template_options=options), []
+    if trained_with and render.template != trained_with:
+        return render, [{"model": "tuned", "code": "template_differs", "rows": [],
+                         "message": f"tuned: trained with template {trained_with!r}, evaluated with "
+                                    f"{render.template!r} (prompts differ from training)"}]
+    return render, []
+
+
+def _examples(prepared: Any, limit: int | None) -> list:
+    """The (limited) evaluation rows; a row with a data problem is an error naming it."""
+    rows = list(islice(prepared.examples(), limit) if limit else prepared.examples())
+    if not rows:
+        raise DataError("no examples to evaluate", path=prepared.path)
+    for example in rows:
+        problems = example.meta.get("problems")
+        if problems:
+            _code, name, message = problems[0]
+            raise DataError(message, path=prepared.path, row=example.row, field=name,
+                            hint="fix the row, or run `sftkit validate` to list every problem")
+    return rows
+
+
+def references_for(examples: list, classification: bool) -> list[str]:
+    """The reference answer of each example (the label for classification)."""
+    if classification:
+        return [(e.label if e.label is not None else e.response_text()).strip() for e in examples]
+    return [e.response_text() for e in examples]
+
+
+def _label_mapper(prepared: Any, examples: list, references: list[str]) -> Any:
+    """The mapper from generated text to the spec's labels; every reference must be one."""
+    from sftkit.labels import LabelMapper
+
+    mapper = LabelMapper(list(prepared.spec.labels) or sorted(set(references)))
+    for example, reference in zip(examples, references):
+        if reference not in mapper.labels:
+            raise DataError(f"reference label {reference!r} is not one of the spec's labels {mapper.labels}",
+                            path=prepared.path, row=example.row, field="label",
+                            hint="add it to labels: in the spec, or fix the row")
+    return mapper
+
+
+# -- generation ------------------------------------------------------------------------------------
+
+def _quiet_transformers() -> None:
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except Exception:  # pragma: no cover - cosmetic only
+        pass
+
+
+def generate_with(role: str, name: str, examples: list, encoder: Any, prompts: list[str] | None = None, *,
+                  max_new_tokens: int, batch_size: int, trust_remote_code: bool) -> tuple[ModelRun, list[str]]:
+    """Load one model, generate for every prompt, and free the model.
+
+    Without ``prompts`` they are rendered with ``encoder`` (the template and its options) and
+    this model's tokenizer; the prompts used are returned so a second model answers exactly
+    the same ones.
+    """
+    from sftkit.console import err_console, plain
+    from sftkit.generate import generate
+    from sftkit.pipeline import end_of_turn
+    from sftkit.runs import load_for_inference
+
+    err_console.print(plain(f"{role}: loading {name}", "dim"))
+    with warnings.catch_warnings():  # library deprecation notes are not the user's concern here
+        warnings.simplefilter("ignore", FutureWarning)
+        model, tokenizer, info = load_for_inference(name, trust_remote_code=trust_remote_code)
+    encoder = encoder.with_tokenizer(tokenizer)
+    if prompts is None:
+        prompts = [encoder.prompt(example) for example in examples]
+    ends = sorted({end_of_turn(encoder.segments(example)) for example in examples})
+    start = time.perf_counter()
+    generations = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                           end_texts=ends, description=f"{role}: generating")
+    seconds = time.perf_counter() - start
+    del model
+    gc.collect()
+    tokens = sum(g.tokens for g in generations)
+    err_console.print(plain(f"{role}: {len(prompts)} outputs, {tokens} tokens in {seconds:.1f} s", "dim"))
+    return ModelRun(role, str(name), info, [g.text.strip() for g in generations], generations, seconds), prompts
+
+
+# -- the result ------------------------------------------------------------------------------------
+
+def _classification(mapper: Any, runs: dict[str, ModelRun], examples: list, references: list[str]) -> dict:
+    from sftkit.labels import classification_summary
+
+    return {
+        "labels": mapper.labels,
+        "models": {role: classification_summary([m.label for m in run.labels], references, mapper.labels, run.labels)
+                   for role, run in runs.items()},
+        "invalid": {role: [{"row": examples[i].row, "output": run.texts[i], "reason": m.reason}
+                           for i, m in enumerate(run.labels) if m.rule == "invalid"]
+                    for role, run in runs.items()},
+    }
+
+
+def _run_summary(info: dict | None) -> dict | None:
+    if not info:
+        return None
+    keys = ("base_model", "method", "template", "masking", "max_length", "added_tokens")
+    return {k: info.get(k) for k in keys if k in info}
+
+
+def _example_rows(examples: list, prompts: list[str], references: list[str], runs: dict[str, ModelRun]) -> list[dict]:
+    out = []
+    for i, example in enumerate(examples):
+        item: dict[str, Any] = {"row": example.row, "prompt": prompts[i], "reference": references[i],
+                                "outputs": {}, "scores": {}}
+        for role, run in runs.items():
+            output = {"text": run.texts[i], "stopped": run.generations[i].stopped, "tokens": run.generations[i].tokens}
+            if run.labels is not None:
+                output.update(label=run.labels[i].label, rule=run.labels[i].rule)
+            item["outputs"][role] = output
+            item["scores"][role] = {sub: scores[i] for sub, scores in run.scores.items()}
+        if "base" in runs and "tuned" in runs:
+            item["change"] = {sub: item["scores"]["tuned"][sub] - item["scores"]["base"][sub]
+                              for sub in item["scores"]["tuned"] if sub in item["scores"]["base"]}
+        out.append(item)
+    return out

@@ -1,0 +1,79 @@
+"""The terminal side of ``sftkit eval``: the Rich table of every metric with its interval (and the
+difference with its p-value), metric settings, unmappable outputs, warnings, the headline."""
+from __future__ import annotations
+
+ROLES = ("base", "tuned")
+
+
+def _fmt(entry: dict | None) -> str:
+    if not entry:
+        return ""
+    return f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
+
+
+def print_summary(result: dict) -> None:
+    """The Rich table of metrics with intervals (base, tuned, difference), warnings, the headline."""
+    from rich import box
+    from rich.table import Table
+
+    from sftkit.console import console, err_console, excerpt, plain
+
+    roles = [role for role in ROLES if role in result["models"]]
+    conf = int(round(result["bootstrap"]["confidence"] * 100))
+    names = ", ".join(f"{role} = {result['models'][role]['name']}" for role in roles)
+    table = Table(title=plain(f"sftkit eval: {result['data']} ({result['rows']} rows, {result['task']})"),
+                  caption=plain(f"{names}; value [{conf}% bootstrap CI]"), title_justify="left",
+                  caption_justify="left", box=box.SIMPLE_HEAD, show_lines=True)
+    table.add_column("metric")
+    for role in roles:
+        table.add_column(role if len(roles) > 1 else "value", justify="right")
+    if len(roles) > 1:
+        table.add_column("tuned - base", justify="right")
+        table.add_column("p", justify="right")
+    for sub, entry in result["metrics"].items():
+        cells = [plain(sub)]
+        for role in roles:  # the value, its interval on the line below
+            e = entry.get(role)
+            cells.append(plain(f"{e['value']:.3f}\n[{e['low']:.3f}, {e['high']:.3f}]" if e else ""))
+        if "difference" in entry:
+            diff = entry["difference"]
+            style = ("green" if diff["low"] > 0 else "red") if diff["significant"] else ""
+            cells += [plain(f"{diff['value']:+.3f}\n[{diff['low']:+.3f}, {diff['high']:+.3f}]", style),
+                      plain(f"{diff['p_value']:.3f}")]
+        table.add_row(*cells)
+    console.print(table)
+    for name, info in result["metric_info"].items():
+        detail = "; ".join(f"{k}: {v}" for k, v in info.items() if k not in ("options", "definition"))
+        if detail:
+            console.print(plain(f"  {name}: {detail}", "dim"))
+    for role, items in (result.get("classification") or {}).get("invalid", {}).items():
+        if items:
+            err_console.print(plain(f"{role}: {len(items)} output(s) map to no label (counted wrong):", "yellow"))
+            for item in items[:5]:
+                err_console.print(plain(f"  row {item['row']}: {excerpt(item['output'], 70)} ({item['reason']})", "dim"))
+            if len(items) > 5:
+                err_console.print(plain(f"  ... {len(items) - 5} more in the reports", "dim"))
+    for warning in result["warnings"]:
+        err_console.print(plain(f"warning: {warning['message']}", "yellow"))
+    for line in headline(result):
+        console.print(plain(line, "bold"))
+
+
+def headline(result: dict) -> list[str]:
+    """One line per headline metric: base -> tuned with intervals and the difference."""
+    lines = []
+    for sub in result.get("headline") or [result.get("primary")]:
+        entry = result["metrics"].get(sub or "")
+        if not entry:
+            continue
+        if "base" in entry and "tuned" in entry:
+            diff = entry["difference"]
+            verdict = ("better, outside the CI" if diff["low"] > 0 else
+                       "worse, outside the CI" if diff["high"] < 0 else "within the noise")
+            lines.append(f"{sub}: base {_fmt(entry['base'])} -> tuned {_fmt(entry['tuned'])}; "
+                         f"difference {diff['value']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}], "
+                         f"p={diff['p_value']:.3f} ({verdict})")
+        else:
+            role = "tuned" if "tuned" in entry else "base"
+            lines.append(f"{sub}: {_fmt(entry[role])}")
+    return lines

@@ -1,0 +1,342 @@
+"""The run: claim the run folder, prepare the data, build the model, step, evaluate, checkpoint,
+save, report. ``train(recipe)`` is the whole of ``sftkit train`` below the command line.
+
+``accelerate`` supplies the process group for ``accelerate launch`` / ``torchrun`` (DDP),
+mixed precision on GPUs and gradient synchronisation. The data order is a pure function of
+the seed and the step, so a resumed run sees exactly the batches it would have seen.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sftkit.errors import SftkitError, UsageError
+from sftkit.recipe import Recipe
+from sftkit.train.data import Schedule, collate, split_by_tokens
+from sftkit.train.run_files import METRICS_FILE, RunState
+from sftkit.train.sources import TrainData
+
+
+@dataclass
+class Run:
+    """What one training run holds while it trains."""
+
+    recipe: Recipe
+    accelerator: Any
+    out: Path
+    data: TrainData
+    model: Any
+    module: Any  # the loss module, wrapped by accelerate
+    optimizer: Any
+    scheduler: Any
+    schedule: Schedule
+    params: list
+    total_steps: int
+    packed_kernel: bool
+    say: Callable[[str], None]
+    state: RunState = field(default_factory=RunState)
+    start: int = 0
+    step: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / METRICS_FILE
+
+    @property
+    def pad_id(self) -> int:
+        tokenizer = self.data.tokenizer
+        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
+          log: Callable[[str], None] = print) -> dict:
+    """Train per ``recipe``; returns the result data (also handed to the reporters)."""
+    import torch
+    from accelerate import Accelerator
+
+    from sftkit.io import check_not_input, protect_inputs
+    from sftkit.runs import claim_run_folder
+    from sftkit.train.model import mixed_precision
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision(recipe))
+    say = log if accelerator.is_main_process else (lambda _msg: None)
+    out = Path(recipe.run_dir())
+    claim = None
+    if accelerator.is_main_process:
+        protect_inputs([d.path for d in recipe.data] + [d.spec for d in recipe.data] + [recipe.eval_data, recipe.spec])
+        check_not_input(out, "--output-dir", folder=True)
+        claim = claim_run_folder(out)
+    try:
+        checkpoint = _start_folder(recipe, accelerator, out, resume, say)
+        run = _setup(recipe, accelerator, out, say)
+        _restore_or_start(run, checkpoint)
+        _train_steps(run, progress)
+        return _finish(run)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _start_folder(recipe: Recipe, accelerator: Any, out: Path, resume: str | None,
+                  say: Callable[[str], None]) -> Path | None:
+    """The checkpoint to resume from (or None), after checking the folder may be (re)used."""
+    from sftkit.train.checkpoints import clean_partial, latest_checkpoint
+
+    ckpt_dir = out / "checkpoints"
+    checkpoint = None
+    if resume:
+        checkpoint = latest_checkpoint(ckpt_dir) if resume == "latest" else Path(resume)
+        if checkpoint is None:
+            raise UsageError(f"--resume: no complete checkpoint in {ckpt_dir}",
+                             hint="start without --resume, or pass a checkpoint folder")
+    elif accelerator.is_main_process and ((out / "sftkit_run.json").exists() or list(ckpt_dir.glob("checkpoint-*"))):
+        if not recipe.overwrite:
+            raise UsageError(f"{out} already holds a run",
+                             hint="pass --resume to continue it, --overwrite to replace it, or another --output-dir")
+    if accelerator.is_main_process:
+        if recipe.overwrite and not resume:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+            for name in ("sftkit_run.json", METRICS_FILE):
+                (out / name).unlink(missing_ok=True)
+        removed = clean_partial(ckpt_dir)
+        if removed:
+            say(f"removed {len(removed)} incomplete checkpoint folder(s) left by a crash")
+    accelerator.wait_for_everyone()
+    return checkpoint
+
+
+def _setup(recipe: Recipe, accelerator: Any, out: Path, say: Callable[[str], None]) -> Run:
+    """Data (validated and encoded once), model, kernel, schedule, optimizer and loss module."""
+    import torch
+
+    from sftkit.train.attention import use_packed_attention
+    from sftkit.train.loss import make_loss_module
+    from sftkit.train.model import base_of, build_model
+    from sftkit.train.optim import make_optimizer, make_scheduler
+    from sftkit.train.sources import load_training_data
+
+    data = load_training_data(recipe, validate=recipe.validate, report_dir=out,
+                              write_reports=accelerator.is_main_process)
+    for note in data.notes:
+        say(note)
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe, data.tokenizer, data.added_tokens)
+    packed_kernel = recipe.packing and use_packed_attention(base_of(model))
+    schedule = Schedule(data.sources, batch_size=recipe.batch_size, grad_accum=recipe.grad_accum,
+                        world=accelerator.num_processes, seed=recipe.seed)
+    total_steps = recipe.max_steps or schedule.steps_for(recipe.epochs)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, recipe)
+    scheduler = make_scheduler(optimizer, recipe, total_steps)
+    module, optimizer = accelerator.prepare(make_loss_module(model), optimizer)
+    module.train()
+    return Run(recipe, accelerator, out, data, model, module, optimizer, scheduler, schedule, params, total_steps,
+               packed_kernel, say)
+
+
+def _restore_or_start(run: Run, checkpoint: Path | None) -> None:
+    """Load a checkpoint's weights, optimizer, scheduler, RNG and counters, or start afresh;
+    then write the resolved recipe and say what is about to train."""
+    from sftkit.io import atomic_write_text
+    from sftkit.recipe import recipe_yaml
+    from sftkit.train.checkpoints import load_checkpoint, restore_rng
+    from sftkit.train.model import load_trainable
+    from sftkit.train.run_files import trim_metrics
+
+    if checkpoint is not None:
+        weights, saved, trainer_state = load_checkpoint(checkpoint)
+        load_trainable(run.model, weights)
+        run.optimizer.load_state_dict(saved["optimizer"])
+        run.scheduler.load_state_dict(saved["scheduler"])
+        restore_rng(saved)
+        run.start = run.step = int(trainer_state["step"])
+        if trainer_state.get("total_steps") != run.total_steps:
+            raise UsageError(f"the checkpoint was made for {trainer_state.get('total_steps')} steps, this recipe "
+                             f"gives {run.total_steps}",
+                             hint="resume with the same recipe (data, epochs, max steps, batch)")
+        run.state = RunState(**trainer_state["run_state"])
+        if run.main:
+            trim_metrics(run.metrics_path, run.start)
+        run.say(f"resuming from {checkpoint} at step {run.start} of {run.total_steps}")
+    elif run.main and run.metrics_path.exists():
+        run.metrics_path.unlink()
+    if run.main:
+        atomic_write_text(run.out / "recipe.yaml", recipe_yaml(run.recipe))
+    _announce(run)
+
+
+def _announce(run: Run) -> None:
+    recipe, prepared = run.recipe, run.data.prepared
+    n_trainable = sum(p.numel() for p in run.params)
+    n_total = sum(p.numel() for p in run.model.parameters())
+    if not getattr(prepared.encoder.template, "jinja", None) and prepared.template_name != "chat_template":
+        run.say(f"note: template {prepared.template_name!r} has no Jinja form, so the saved tokenizer keeps the base "
+                f"model's chat template; prompt the tuned model with sftkit (eval uses the training template)")
+    run.say(f"training {recipe.model} ({recipe.method}, {n_trainable:,} of {n_total:,} parameters trainable) "
+            f"for {run.total_steps} steps; {sum(len(s.samples) for s in run.data.sources)} examples, "
+            f"{'padding-free packing' if recipe.packing else 'padded batches'}; run folder {run.out}")
+
+
+def _train_steps(run: Run, progress: bool) -> None:
+    """Step from where the run starts to the end (or an early stop), with metrics, evaluation
+    and checkpoints along the way."""
+    from sftkit.train.progress import Progress
+    from sftkit.train.run_files import append_metrics
+
+    recipe = run.recipe
+    bar = Progress(run.total_steps, run.start, progress and run.main)
+    try:
+        for step in range(run.start + 1, run.total_steps + 1):
+            run.step = step
+            record = train_step(run, step)
+            if run.main and (step % recipe.logging_steps == 0 or step == run.total_steps):
+                append_metrics(run.metrics_path, record)
+            bar.update(step, record["loss"], record["lr"], run.state.tokens / max(run.state.train_seconds, 1e-9))
+            if os.environ.get("SFTKIT_TEST_STEP_SLEEP"):
+                time.sleep(float(os.environ["SFTKIT_TEST_STEP_SLEEP"]))
+            _maybe_evaluate(run, step)
+            if step % recipe.save_steps == 0 and step < run.total_steps and not run.state.stopped_early:
+                _checkpoint(run, step)
+            if run.state.stopped_early:
+                break
+    finally:
+        bar.close()
+
+
+def train_step(run: Run, step: int) -> dict:
+    """One optimizer step: this process's micro-batches (split into passes of at most
+    ``max_tokens_per_forward`` tokens), gradients, clipping, the update; returns its metrics."""
+    import torch
+
+    from sftkit.train.loss import batch_inputs
+
+    recipe, accelerator, state = run.recipe, run.accelerator, run.state
+    began = time.perf_counter()
+    micro = [collate(group, packed=recipe.packing, pad_id=run.pad_id)
+             for m in run.schedule.micro_batches(step - 1, accelerator.process_index)
+             for group in split_by_tokens(m, recipe.max_tokens_per_forward)]
+    step_weight = float(sum(b["weight"].sum() for b in micro))
+    sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)
+    for index, batch in enumerate(micro):
+        sync = index == len(micro) - 1
+        with (nullcontext() if sync else accelerator.no_sync(run.module)), accelerator.autocast():
+            loss_sum, weight_sum = run.module(**batch_inputs(batch, accelerator.device))
+            accelerator.backward(loss_sum / max(step_weight, 1e-12))
+        sums += torch.tensor([float(loss_sum.detach()), float(weight_sum), batch["tokens"], len(batch["target"])],
+                             dtype=torch.float64, device=accelerator.device)
+    grad_norm = accelerator.clip_grad_norm_(run.params, recipe.max_grad_norm) if recipe.max_grad_norm else None
+    lr = run.scheduler.get_last_lr()[0]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    per_rank = accelerator.gather(sums[3:4].clone())
+    sums = accelerator.reduce(sums, reduction="sum")
+    seconds = time.perf_counter() - began
+    loss = float(sums[0] / sums[1])
+    if not math.isfinite(loss):
+        raise SftkitError(f"the loss became {loss} at step {step}", hint="lower --lr, or use --precision fp32")
+    state.tokens += int(sums[2])
+    state.trained_tokens += int(sums[3])
+    state.train_seconds += seconds
+    return {"step": step, "epoch": round(run.schedule.epoch_at(step), 4), "loss": loss, "lr": lr,
+            "grad_norm": float(grad_norm) if grad_norm is not None else None,
+            "tokens": int(sums[2]), "trained_tokens": int(sums[3]), "seconds": round(seconds, 4),
+            "tokens_per_s": round(sums[2].item() / seconds, 1),
+            "trained_tokens_per_s": round(sums[3].item() / seconds, 1),
+            "rank_trained_tokens": [int(v) for v in per_rank.tolist()]}
+
+
+def _maybe_evaluate(run: Run, step: int) -> None:
+    """The eval loss every ``eval_steps`` and at the end; early stopping on it."""
+    from sftkit.train.run_files import append_metrics
+
+    recipe, state = run.recipe, run.state
+    if not run.data.eval_samples:
+        return
+    if not ((recipe.eval_steps and step % recipe.eval_steps == 0) or step == run.total_steps):
+        return
+    eval_loss = evaluate_loss(run)
+    if run.main:
+        append_metrics(run.metrics_path, {"step": step, "eval_loss": eval_loss})
+    if state.best_eval is None or eval_loss < state.best_eval:
+        state.best_eval, state.bad_evals = eval_loss, 0
+    else:
+        state.bad_evals += 1
+    if recipe.early_stopping_patience and state.bad_evals >= recipe.early_stopping_patience:
+        state.stopped_early = True
+        run.say(f"early stopping at step {step}: eval loss did not improve for {state.bad_evals} evaluations")
+
+
+def evaluate_loss(run: Run) -> float:
+    """Mean weighted loss over the eval samples (sharded across processes)."""
+    import torch
+
+    from sftkit.train.loss import batch_inputs
+
+    accelerator, recipe = run.accelerator, run.recipe
+    mine = run.data.eval_samples[accelerator.process_index::accelerator.num_processes]
+    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    run.module.eval()
+    with torch.no_grad(), accelerator.autocast():
+        for start in range(0, len(mine), recipe.batch_size):
+            batch = collate(mine[start:start + recipe.batch_size], packed=recipe.packing, pad_id=run.pad_id)
+            loss_sum, weight_sum = run.module(**batch_inputs(batch, accelerator.device))
+            total += torch.stack([loss_sum.double(), weight_sum.double()])
+    run.module.train()
+    total = accelerator.reduce(total, reduction="sum")
+    return float(total[0] / total[1]) if total[1] > 0 else float("nan")
+
+
+def _checkpoint(run: Run, step: int) -> None:
+    from sftkit.train.checkpoints import save_checkpoint
+    from sftkit.train.model import trainable_state
+
+    run.accelerator.wait_for_everyone()
+    if run.main:
+        save_checkpoint(run.out / "checkpoints", step, trainable_state(run.model), run.optimizer, run.scheduler,
+                        {"total_steps": run.total_steps, "run_state": run.state.__dict__},
+                        run.recipe.save_total_limit)
+    run.accelerator.wait_for_everyone()
+
+
+def _finish(run: Run) -> dict:
+    """Check the replicas agree, save the weights, and hand the result to the reporters."""
+    import torch
+
+    from sftkit.reporting import write_reports
+    from sftkit.runs import write_run
+    from sftkit.train.model import base_of
+    from sftkit.train.run_files import build_result, read_metrics, run_description, save_final
+    from sftkit.types import Result
+
+    accelerator = run.accelerator
+    accelerator.wait_for_everyone()
+    # Data-parallel replicas must hold the same weights: compare a checksum across processes.
+    checksum = torch.stack([p.detach().double().sum() for p in run.params]).sum().reshape(1).to(accelerator.device)
+    checksums = accelerator.gather(checksum)
+    in_sync = bool((checksums - checksums[0]).abs().max() <= 1e-6 * max(1.0, float(checksums[0].abs())))
+    result: dict = {}
+    if run.main:
+        if run.packed_kernel:
+            base_of(run.model).set_attn_implementation("sdpa")
+        prepared = run.data.prepared
+        save_final(run.model, prepared.tokenizer, prepared.encoder.template, run.out)
+        parameters = (sum(p.numel() for p in run.params), sum(p.numel() for p in run.model.parameters()))
+        result = build_result(run.recipe, run.data, read_metrics(run.metrics_path), run.state, run.step,
+                              run.total_steps, parameters, run.out)
+        result["summary"].update(processes=accelerator.num_processes, replicas_in_sync=in_sync)
+        title = f"sftkit train: {run.recipe.model} ({run.recipe.method})"
+        write_reports(Result("train", title, result), run.out, prepared.registry)
+        write_run(run.out, run_description(run.recipe, run.data))
+    accelerator.wait_for_everyone()
+    return result

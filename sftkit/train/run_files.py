@@ -1,0 +1,124 @@
+"""The files of a run folder written during and after training: metrics.jsonl, the final weights
+and tokenizer, the result handed to the reporters (train.html, train.json) and sftkit_run.json."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sftkit.recipe import Recipe
+
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class RunState:
+    """Counters that a checkpoint carries besides the weights."""
+
+    tokens: int = 0
+    trained_tokens: int = 0
+    train_seconds: float = 0.0
+    best_eval: float | None = None
+    bad_evals: int = 0
+    stopped_early: bool = False
+
+
+def append_metrics(path: Path, record: dict) -> None:
+    """Append one line to metrics.jsonl (flushed: a crash loses at most the line being written)."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, allow_nan=False) + "\n")
+        handle.flush()
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """Keep only complete metric lines up to ``step`` (after a crash, before resuming)."""
+    from sftkit.io import atomic_write_text
+
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text("utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(line)
+    atomic_write_text(path, "".join(k + "\n" for k in kept))
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl (incomplete lines skipped)."""
+    out = []
+    if path.exists():
+        for line in path.read_text("utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def save_final(model: Any, tokenizer: Any, template: Any, out: Path) -> None:
+    """Save the adapter or full model and the tokenizer (chat template = the training template)."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=out))
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)  # a PEFT adapter, or the full model
+        jinja = getattr(template, "jinja", None)
+        if jinja:
+            tokenizer.chat_template = jinja
+        tokenizer.save_pretrained(str(tmp))
+        for child in tmp.iterdir():
+            if child.is_file():
+                os.replace(child, out / child.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_result(recipe: Recipe, data: Any, metrics: list[dict], state: RunState, step: int, total_steps: int,
+                 parameters: tuple[int, int], out: Path) -> dict:
+    """The result data of a run (what the reporters write: train.html, train.json)."""
+    train_lines = [m for m in metrics if "loss" in m]
+    eval_lines = [m for m in metrics if "eval_loss" in m]
+    prepared = data.prepared
+    return {
+        "run_dir": str(out),
+        "summary": {
+            "model": recipe.model, "method": recipe.method, "steps": step, "planned_steps": total_steps,
+            "first_loss": train_lines[0]["loss"] if train_lines else None,
+            "final_loss": train_lines[-1]["loss"] if train_lines else None,
+            "best_eval_loss": state.best_eval, "stopped_early": state.stopped_early,
+            "tokens": state.tokens, "trained_tokens": state.trained_tokens,
+            "train_seconds": round(state.train_seconds, 2),
+            "tokens_per_s": round(state.tokens / max(state.train_seconds, 1e-9), 1),
+            "trained_tokens_per_s": round(state.trained_tokens / max(state.train_seconds, 1e-9), 1),
+            "trainable_parameters": parameters[0], "parameters": parameters[1],
+            "template": prepared.template_name, "masking": prepared.masking_name, "packing": recipe.packing,
+        },
+        "settings": recipe.to_dict(),
+        "data": [{"path": s.name, "weight": s.weight, **s.stats} for s in data.sources],
+        "eval_data": {"path": recipe.eval_data, **data.eval_stats} if recipe.eval_data else None,
+        "added_tokens": data.added_tokens,
+        "validation": data.validation,
+        "metrics": train_lines,
+        "eval_metrics": eval_lines,
+    }
+
+
+def run_description(recipe: Recipe, data: Any) -> dict:
+    """What ``sftkit_run.json`` records (``sftkit.runs.RUN_KEYS``): how the model was trained."""
+    from sftkit import __version__
+
+    prepared = data.prepared
+    return {
+        "sftkit_version": __version__, "base_model": recipe.model, "method": recipe.method,
+        "template": prepared.template_name, "template_options": recipe.template_options,
+        "masking": prepared.masking_name, "masking_options": recipe.masking_options,
+        "spec": prepared.spec.to_dict(), "max_length": recipe.max_length, "added_tokens": data.added_tokens,
+        "recipe": recipe.to_dict(),
+    }
