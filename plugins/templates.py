@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import string
 
-from sftkit import DataError, Example, Message, RenderContext, Segment, UsageError, hookimpl
+from sftkit import DataError, Example, RenderContext, Segment, UsageError, hookimpl
 
 ALPACA_PREAMBLE_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further "

@@ -76,13 +76,17 @@ def parse_key_values(items: tuple[str, ...] | list[str], flag: str) -> dict[str,
 def data_flags(func: Callable) -> Callable:
     """--spec, --column, --instruction, --loader, --loader-option, --skip-invalid (as given)."""
     options = [
-        click.option("--spec", help="Dataset spec: a built-in name (alpaca, financial_phrasebank, ...) or a YAML path. "
-                                    "Default: detected from the columns."),
+        click.option("--spec", metavar="NAME|PATH",
+                     help="Dataset spec: a built-in name (alpaca, financial_phrasebank, ...) or a YAML path; "
+                          "default: detected from the columns (the choice is printed)."),
         click.option("--column", "columns", multiple=True, metavar="FIELD=COLUMN",
-                     help="Map a canonical field to a source column, e.g. --column output=label (repeatable)."),
-        click.option("--instruction", help="A constant instruction for data that has none."),
-        click.option("--loader", help="Loader name (default: from the file suffix)."),
-        click.option("--loader-option", "loader_options", multiple=True, metavar="KEY=VALUE", help="Loader option."),
+                     help="Map a canonical field (instruction, input, output, system, messages, label, task) to a "
+                          "source column, e.g. --column output=label; dotted paths such as instances.0.output work "
+                          "(repeatable)."),
+        click.option("--instruction", metavar="TEXT", help="A constant instruction for data that has none."),
+        click.option("--loader", metavar="NAME", help="Force a loader (default: chosen from the file suffix)."),
+        click.option("--loader-option", "loader_options", multiple=True, metavar="KEY=VALUE",
+                     help="A loader option, e.g. encoding_errors=replace (repeatable)."),
         click.option("--skip-invalid", is_flag=True,
                      help="Skip broken lines (bad JSON, bad UTF-8, malformed CSV) instead of stopping; they are listed."),
     ]
@@ -110,14 +114,18 @@ def render_flags(func: Callable) -> Callable:
     """--template, --template-option, --masking, --masking-option, --model, --max-length,
     --add-special-tokens, --trust-remote-code (as given)."""
     options = [
-        click.option("--template", help="Prompt template (default: the spec's, e.g. alpaca)."),
-        click.option("--template-option", "template_options", multiple=True, metavar="KEY=VALUE", help="Template option."),
-        click.option("--masking", help="Masking strategy (default: completion_only, the final response and its end token)."),
+        click.option("--template", metavar="NAME", help="Prompt template (default: the spec's)."),
+        click.option("--template-option", "template_options", multiple=True, metavar="KEY=VALUE",
+                     help="A template option (repeatable)."),
+        click.option("--masking", metavar="NAME",
+                     help="Masking strategy (default: the one registered as the default, completion_only)."),
         click.option("--masking-option", "masking_options", multiple=True, metavar="KEY=VALUE",
-                     help="Masking option, e.g. prompt_weight=0.2."),
-        click.option("--model", default="smollm2-135m", show_default=True,
-                     help="Model whose tokenizer is used: smollm2-135m (offline), tiny-random, a folder or a hub id."),
-        click.option("--max-length", type=click.IntRange(min=1), default=None, help="Truncate to this many tokens."),
+                     help="A masking option, e.g. prompt_weight=0.2 (repeatable)."),
+        click.option("--model", metavar="NAME", default="smollm2-135m", show_default=True,
+                     help="The model (whose tokenizer is used): smollm2-135m (the offline default), tiny-random "
+                          "(tests), a local folder, or a hub id."),
+        click.option("--max-length", metavar="N", type=click.IntRange(min=1), default=None,
+                     help="Truncate to N tokens."),
         click.option("--add-special-tokens", is_flag=True,
                      help="Add the template's delimiters to the tokenizer as special tokens."),
         click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model folder (off by default)."),

@@ -109,15 +109,17 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
-def load_model(name: str, *, dtype: str = "float32", trust_remote_code: bool = False) -> Any:
-    """Load a causal LM for ``name``; ``tiny-random`` is built from a config with seed 0."""
+def load_model(name: str, *, dtype: str = "float32", trust_remote_code: bool = False, tokenizer: Any = None) -> Any:
+    """Load a causal LM for ``name``; ``tiny-random`` is built from a config with seed 0 (its
+    vocabulary from ``tokenizer`` when given, else from the tokenizer loaded for it)."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     torch_dtype = getattr(torch, dtype)
     if name == TINY:
-        tokenizer = load_tokenizer(name)
-        config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(name)
+        # the base vocabulary (tokens a run added are not in it: the trainer grows the embeddings)
+        config = LlamaConfig(vocab_size=tokenizer.vocab_size, bos_token_id=tokenizer.bos_token_id,
                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **TINY_CONFIG)
         state = torch.random.get_rng_state()
         torch.manual_seed(0)

@@ -29,8 +29,9 @@ def token_rows(tokenized, tokenizer) -> list[dict]:
 @click.argument("data", type=click.Path(dir_okay=True))
 @data_options
 @render_options
-@click.option("-n", "count", type=click.IntRange(min=1), default=3, show_default=True, help="How many examples.")
-@click.option("--start", type=click.IntRange(min=0), default=0, help="First row (0-based) to show.")
+@click.option("-n", "count", metavar="N", type=click.IntRange(min=1), default=3, show_default=True,
+              help="How many examples.")
+@click.option("--start", metavar="ROW", type=click.IntRange(min=0), default=0, help="First row (0-based) to show.")
 @click.option("--format", "fmt", type=click.Choice(["rich", "plain", "json"]), default="rich", show_default=True,
               help="rich: coloured tokens; plain: one token per line; json: machine-readable.")
 def command(data, request, render, count, start, fmt):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -26,52 +26,90 @@ class DataSource:
     spec: str | None = None
 
 
+def key(default: Any = None, doc: str = "", *, factory: Any = None) -> Any:
+    """A recipe key: its default (or default factory) and what it means (the README table says it)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass
 class Recipe:
     """All settings of a training run (see the README's recipe table)."""
 
-    data: list[DataSource] = field(default_factory=list)
-    spec: str | None = None
-    columns: dict[str, str] = field(default_factory=dict)
-    instruction: str | None = None
-    loader: str | None = None
-    loader_options: dict[str, Any] = field(default_factory=dict)
-    skip_invalid: bool = False
-    eval_data: str | None = None
-    model: str = "smollm2-135m"
-    template: str | None = None
-    template_options: dict[str, Any] = field(default_factory=dict)
-    masking: str | None = None  # None: the default strategy (completion_only among the built-ins)
-    masking_options: dict[str, Any] = field(default_factory=dict)
-    max_length: int = 1024
-    add_special_tokens: bool = False
-    method: str = "lora"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
-    epochs: float = 1.0
-    max_steps: int | None = None
-    lr: float | None = None  # default by method: 2e-4 LoRA, 2e-5 full
-    batch_size: int = 8
-    grad_accum: int = 1
-    warmup_ratio: float = 0.05
-    scheduler: str = "cosine"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    packing: bool = True
-    max_tokens_per_forward: int | None = 1024
-    precision: str = "auto"
-    eval_steps: int | None = None
-    early_stopping_patience: int | None = None
-    save_steps: int = 100
-    save_total_limit: int = 2
-    logging_steps: int = 1
-    output_dir: str | None = None
-    overwrite: bool = False
-    validate: bool = True
-    trust_remote_code: bool = False
+    data: list[DataSource] = key(
+        doc='training files (`--data PATH[:WEIGHT]`, repeatable; in a recipe a list of paths, `PATH:WEIGHT` '
+        'strings or `{path, weight, spec}`); per epoch source *i* contributes round(weight x size) examples '
+        '(weight 2 = each example twice), shuffled together with the seed',
+        factory=list)
+    spec: str | None = key(
+        None,
+        'dataset spec of the data (built-in name or YAML path); a data entry may carry its own')
+    columns: dict[str, str] = key(doc='canonical field -> source column, as `--column`', factory=dict)
+    instruction: str | None = key(None, 'a constant instruction for data that has none')
+    loader: str | None = key(None, 'loader name (default: from the file suffix)')
+    loader_options: dict[str, Any] = key(doc='loader options, as `--loader-option`', factory=dict)
+    skip_invalid: bool = key(
+        False,
+        'skip broken lines of the training and eval files (they are listed) instead of stopping')
+    eval_data: str | None = key(
+        None,
+        "held-out file for the eval loss (read with the recipe's spec, else the first source's)")
+    model: str = key(
+        'smollm2-135m',
+        'base model: an offline name (`smollm2-135m`, `tiny-random`), a folder or a hub id')
+    template: str | None = key(None, "prompt template (default: the spec's)")
+    template_options: dict[str, Any] = key(doc='template options, as `--template-option`', factory=dict)
+    masking: str | None = key(
+        None,
+        'masking strategy (default: the one that declares itself the default, `completion_only`)')
+    masking_options: dict[str, Any] = key(doc='masking options, as `--masking-option`', factory=dict)
+    max_length: int = key(1024, 'truncate examples to this many tokens')
+    add_special_tokens: bool = key(
+        False,
+        "add the template's delimiters as tokens; the embeddings grow (with LoRA `embed_tokens`/`lm_head` are"
+        ' trained and saved via `modules_to_save`, kept tied where the model ties them)')
+    method: str = key("lora", '`lora` (a LoRA adapter) or `full` (every weight)')
+    lora_r: int = key(16, 'LoRA rank')
+    lora_alpha: int = key(32, 'LoRA alpha (the update is scaled by alpha / r)')
+    lora_dropout: float = key(0.0, 'LoRA dropout (0 by default: it costs seconds per step on CPU)')
+    target_modules: list[str] = key(doc='LoRA target modules (by name)', factory=lambda: list(DEFAULT_TARGETS))
+    epochs: float = key(1.0, 'length of training in epochs (`max_steps` wins)')
+    max_steps: int | None = key(None, 'optimizer steps (overrides `epochs`)')
+    lr: float | None = key(None, 'AdamW learning rate (default by method: 2e-4 LoRA, 2e-5 full)')
+    batch_size: int = key(8, 'examples per micro-batch and process')
+    grad_accum: int = key(1, 'micro-batches per optimizer step')
+    warmup_ratio: float = key(0.05, 'share of the steps spent warming the learning rate up')
+    scheduler: str = key("cosine", 'learning-rate schedule: `cosine`, `linear` or `constant`')
+    weight_decay: float = key(0.0, 'AdamW weight decay')
+    max_grad_norm: float = key(1.0, 'clip the gradient norm to this (0: no clipping)')
+    seed: int = key(42, 'seed of the data order, the mixing and the LoRA initialisation')
+    packing: bool = key(
+        True,
+        'padding-free packing with attention kept inside each example; off: right-padded batches')
+    max_tokens_per_forward: int | None = key(
+        1024,
+        'a micro-batch runs as forward/backward passes of at most this many tokens whose gradients add up: '
+        'the same step with bounded activation memory')
+    precision: str = key(
+        'auto',
+        '`auto`: bf16 (or fp16) on GPUs that support it, fp32 on CPU; or `fp32`, `bf16`, `fp16`')
+    eval_steps: int | None = key(None, 'eval loss every N steps (and at the end) when `eval_data` is given')
+    early_stopping_patience: int | None = key(
+        None,
+        'stop after N evaluations without a better eval loss (the run keeps the last weights, not the best)')
+    save_steps: int = key(100, 'checkpoint every N steps')
+    save_total_limit: int = key(2, 'checkpoints kept (the newest)')
+    logging_steps: int = key(1, 'a metrics line every N steps')
+    output_dir: str | None = key(
+        None,
+        'run folder (default `runs/<first data file>-<method>`); an existing run needs `--resume` or '
+        '`--overwrite`')
+    overwrite: bool = key(False, 'replace a finished or interrupted run in the output folder')
+    validate: bool = key(
+        True,
+        'run `sftkit validate` on the data first (`--no-validate` skips it); errors stop the run')
+    trust_remote_code: bool = key(False, 'allow model code from the model folder')
 
     def learning_rate(self) -> float:
         """The learning rate, defaulting by method."""
@@ -124,6 +162,15 @@ CHOICES = {"method": ("lora", "full"), "scheduler": ("cosine", "linear", "consta
 POSITIVE = ("max_length", "lora_r", "lora_alpha", "batch_size", "grad_accum", "save_steps", "save_total_limit",
             "logging_steps", "max_steps", "eval_steps", "early_stopping_patience", "max_tokens_per_forward")
 KEYS = tuple(f.name for f in fields(Recipe))
+
+
+def recipe_doc(key: str) -> str:
+    """What a recipe key means, with its default: the help text of its ``sftkit train`` flag."""
+    spec = next(f for f in fields(Recipe) if f.name == key)
+    default = spec.default_factory() if spec.default is MISSING else spec.default
+    shown = ",".join(map(str, default)) if isinstance(default, list) else default
+    doc = spec.metadata["doc"]
+    return doc[0].upper() + doc[1:] + (f" [{shown}]." if shown not in (None, [], {}, "") else ".")
 
 
 def closest_key(key: str, keys=KEYS) -> str | None:

@@ -188,7 +188,8 @@ class Component:
             f"{type(exc).__name__}: {exc}",
             hint=f"this is a bug in the plugin {self.plugin!r} (plugins raise sftkit.DataError or UsageError for "
                  f"bad input): rerun with SFTKIT_DEBUG=1 for the traceback and report it to the plugin's "
-                 f"authors, or choose another {SINGULAR[self.kind]}",
+                 f"authors, or " + (f"leave it out with --skip {self.name}" if self.kind == "validators"
+                                    else f"choose another {SINGULAR[self.kind]}"),
         )
 
 
@@ -201,12 +202,16 @@ def describe(func: Callable, kind: str) -> str:
 
 
 def call_component(component: Component, *args: Any, **kwargs: Any) -> Any:
-    """Call a component; an unexpected exception from a third-party one becomes a PluginError.
+    """Call a component. The one error policy, for every kind and every command:
 
-    The PluginError names the plugin and the component. ``SftkitError`` (DataError, UsageError,
-    ...) passes through unchanged, built-ins are not wrapped (their exceptions are sftkit bugs),
-    and ``SFTKIT_DEBUG=1`` re-raises the original exception. A generator returned by the
-    component (a lazy loader or validator) is guarded the same way while it is consumed.
+    - ``SftkitError`` (DataError, UsageError, ...) passes through unchanged (exit 2);
+    - an unexpected exception from a third-party component becomes a PluginError naming the
+      plugin and the component (exit 2);
+    - one from a built-in is not wrapped: it is a bug in sftkit (exit 3, "internal error");
+    - ``SFTKIT_DEBUG=1`` re-raises the original exception with its traceback.
+
+    A generator returned by the component (a lazy loader or validator) is guarded the same way
+    while it is consumed, and so are its callable optional attributes (``Component.attribute``).
     """
     if component.builtin:
         return component.func(*args, **kwargs)

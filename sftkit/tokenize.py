@@ -65,12 +65,6 @@ def tokenize_many(
     return out
 
 
-def tokenize(segments: list[Segment], weights: list[float], tokenizer: Any, max_length: int | None = None,
-             add_special_tokens: bool = True) -> TokenizedExample:
-    """Tokenize one rendered example into input_ids, labels and per-token weights."""
-    return tokenize_many([(segments, weights)], tokenizer, max_length, add_special_tokens)[0]
-
-
 def _label(segments, weights, text, ids, offsets, max_length) -> TokenizedExample:
     ends = np.cumsum([len(s.text) for s in segments]) if segments else np.zeros(0, dtype=int)
     n = len(ids)

@@ -5,7 +5,6 @@ cannot be read or an option is wrong. The engine is ``sftkit.validation.run_vali
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 
@@ -47,20 +46,25 @@ def parse_validator_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]
 @click.argument("data", type=click.Path(dir_okay=True))
 @data_options
 @render_options
-@click.option("--no-tokenizer", is_flag=True, help="Skip the checks that need a tokenizer (tokenization).")
-@click.option("--eval-data", type=click.Path(dir_okay=True), help="Eval data to check for train/eval leakage.")
-@click.option("--report-dir", type=click.Path(file_okay=False), default="reports", show_default=True,
-              help="Folder for validate.html and validate.json.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the JSON report here.")
+@click.option("--no-tokenizer", is_flag=True,
+              help="Skip the checks that need a tokenizer (the tokenization validator).")
+@click.option("--eval-data", metavar="PATH", type=click.Path(dir_okay=True),
+              help="Eval data to check for train/eval leakage (read with the same spec and columns).")
+@click.option("--report-dir", metavar="DIR", type=click.Path(file_okay=False), default="reports", show_default=True,
+              help="Where the reports go (validate.html and validate.json from the built-in reporters).")
+@click.option("--json", "json_path", metavar="PATH", type=click.Path(dir_okay=False),
+              help="Also write the JSON report to PATH.")
 @click.option("--fail-on", type=click.Choice(["error", "warning"]), default="error", show_default=True,
-              help="Exit 1 when an issue of this severity (or worse) is found.")
-@click.option("--only", multiple=True, metavar="NAMES", help="Run only these validators (comma-separated).")
-@click.option("--skip", multiple=True, metavar="NAMES", help="Skip these validators (comma-separated).")
+              help="Exit 1 when an issue of this severity or worse is found.")
+@click.option("--only", multiple=True, metavar="NAMES", help="Run only these validators (comma-separated, repeatable).")
+@click.option("--skip", multiple=True, metavar="NAMES", help="Skip these validators (comma-separated, repeatable).")
 @click.option("--severity", "severities", multiple=True, metavar="CODE=LEVEL",
-              help="Change an issue code's severity: error, warning, info or off (repeatable; also spec key 'severity').")
+              help="Change an issue code's severity to error, warning, info or off (repeatable; a spec's severity: "
+                   "map does the same, the flag wins; the report keeps the default as details.default_severity).")
 @click.option("--validator-option", "validator_options", multiple=True, metavar="NAME.KEY=VALUE",
-              help="A validator threshold, e.g. quality.near_dup_threshold=0.7 (repeatable).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="A validator threshold, e.g. balance.max_ratio=5 (repeatable; a spec's validators: sets them too, "
+                   "the flag wins).")
+@click.option("--batch-size", metavar="N", type=click.IntRange(min=1), default=8, show_default=True,
               help="Batch size for the padding-waste figure.")
 @click.pass_context
 def command(ctx, data, request, render, no_tokenizer, eval_data, report_dir, json_path, fail_on, only, skip,

@@ -79,10 +79,164 @@ def plugin_section(text: str) -> str:
     return text[start:end if end > 0 else len(text)]
 
 
+# -- tables that mirror code: generated from it ----------------------------------------------------
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _default(value: object) -> str:
+    if value is None or value == () or value == [] or value == {}:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(f"`{v}`" for v in value)
+    return f"`{value}`"
+
+
+def _flag(param) -> str:
+    import click
+
+    if param.is_flag:
+        return "`" + "/".join(param.opts + param.secondary_opts) + "`"
+    metavar = param.metavar or ("|".join(param.type.choices) if isinstance(param.type, click.Choice)
+                                else param.type.name.upper())
+    return f"`{param.opts[0]} {metavar}`".replace("|", "\\|")
+
+
+def option_table(params) -> str:
+    """| option | meaning | for click options (help text and shown default)."""
+    import click
+
+    rows = ["| option | meaning |", "| --- | --- |"]
+    for param in params:
+        if not isinstance(param, click.Option) or param.hidden:
+            continue
+        meaning = param.help or ""
+        if param.show_default and param.default not in (None, False, ()):
+            meaning += f" Default: `{param.default}`."
+        rows.append(f"| {_flag(param)} | {_cell(meaning)} |")
+    return "\n".join(rows)
+
+
+def _command(target: str):
+    from sftkit.cli import COMMANDS, cli
+
+    return cli.get_command(None, target) if target in COMMANDS else None
+
+
+def _shared_params():
+    import click
+
+    from sftkit.cli import data_flags, render_flags
+
+    return click.command()(data_flags(render_flags(lambda **_: None))).params
+
+
+def _own_params(name: str):
+    shared = {p.name for p in _shared_params()}
+    return [p for p in _command(name).params if p.name not in shared]
+
+
+def recipe_table() -> str:
+    """Every recipe key with its flag, default and meaning (sftkit.recipe.Recipe's fields)."""
+    from dataclasses import MISSING, fields
+
+    from sftkit.recipe import Recipe
+
+    flags: dict[str, list[str]] = {}
+    for param in _command("train").params:
+        key = {"no_validate": "validate"}.get(param.name, param.name)
+        if getattr(param, "is_flag", None) is not None and key != "resume":
+            flags.setdefault(key, []).append(_flag(param))
+    rows = ["| key | flag | default | meaning |", "| --- | --- | --- | --- |"]
+    for f in fields(Recipe):
+        default = f.default_factory() if f.default is MISSING else f.default
+        rows.append(f"| `{f.name}` | {' / '.join(flags.get(f.name, [])) or 'recipe only'} | "
+                    f"{'required' if f.name == 'data' else _default(default)} | {_cell(f.metadata['doc'])} |")
+    return "\n".join(rows)
+
+
+def _builtin_registry():
+    from sftkit.testing import fresh_registry
+
+    return fresh_registry()
+
+
+def validator_options_table() -> str:
+    """Every built-in validator's options with their defaults (from the signatures)."""
+    registry = _builtin_registry()
+    rows = ["| validator | options (defaults) |", "| --- | --- |"]
+    for name, comp in registry.components("validators").items():
+        options = ", ".join(f"`{k}` {_default(v)}" for k, v in comp.options().items())
+        rows.append(f"| `{name}` | {options or 'none'} |")
+    return "\n".join(rows)
+
+
+def issue_code_table() -> str:
+    """Every issue code the built-in validators declare (their ``codes`` attribute)."""
+    registry = _builtin_registry()
+    rows = ["| code | severity | validator | what it means | how to fix |", "| --- | --- | --- | --- | --- |"]
+    for name, comp in registry.components("validators").items():
+        for code, (severity, meaning, fix) in (comp.attribute("codes") or {}).items():
+            rows.append(f"| `{code}` | {_cell(severity)} | {name} | {_cell(meaning)} | {_cell(fix)} |")
+    return "\n".join(rows)
+
+
+GENERATED = {
+    "data-options": lambda: option_table(_shared_params()),
+    "preview-options": lambda: option_table(_own_params("preview")),
+    "validate-options": lambda: option_table(_own_params("validate")),
+    "eval-options": lambda: option_table(_own_params("eval")),
+    "recipe-keys": recipe_table,
+    "validator-options": validator_options_table,
+    "issue-codes": issue_code_table,
+}
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return (f"<!-- generated: {name} (tests/test_docs.py writes it; do not edit by hand) -->",
+            f"<!-- end: {name} -->")
+
+
+def generated_section(text: str, name: str) -> str:
+    begin, end = _markers(name)
+    start, stop = text.find(begin), text.find(end)
+    assert start >= 0 and stop > start, f"README.md has no generated section {name!r}"
+    return text[start:stop + len(end)]
+
+
+def generate(name: str) -> str:
+    begin, end = _markers(name)
+    return f"{begin}\n{GENERATED[name]()}\n{end}"
+
+
 def write() -> None:
-    """Regenerate the hook reference inside README.md."""
+    """Regenerate the hook reference and every generated table inside README.md."""
     text = README.read_text(encoding="utf-8")
-    README.write_text(text.replace(readme_reference(text), hook_reference()), encoding="utf-8")
+    text = text.replace(readme_reference(text), hook_reference())
+    for name in GENERATED:
+        text = text.replace(generated_section(text, name), generate(name))
+    README.write_text(text, encoding="utf-8")
+
+
+def test_readme_tables_that_mirror_code_are_generated_from_it():
+    text = README.read_text(encoding="utf-8")
+    stale = [name for name in GENERATED if generated_section(text, name) != generate(name)]
+    assert not stale, (f"README.md's generated tables {stale} differ from the code: run "
+                       f"`.venv/bin/python tests/test_docs.py` to regenerate them")
+
+
+def test_every_recipe_key_and_train_flag_is_documented():
+    from dataclasses import fields
+
+    from sftkit.recipe import Recipe
+
+    keys = {f.name for f in fields(Recipe)}
+    assert all(f.metadata.get("doc") for f in fields(Recipe))
+    flags = {p.name for p in _command("train").params if getattr(p, "is_flag", None) is not None}
+    assert flags - keys == {"no_validate", "resume"}, flags - keys
 
 
 # -- tests -------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import html as _html
 import itertools
-import json
 from typing import Any, Iterable, Sequence
 
 CSS = """
@@ -215,11 +214,6 @@ def token_view(tokens: Sequence[tuple[str, float]]) -> str:
         shown = text.replace("\n", "\\n\n") if text else "∅"
         out.append(f'<span class="tok {cls}" title="weight {weight:g}">{esc(shown)}</span>')
     return '<div class="text">' + "".join(out) + "</div>"
-
-
-def json_blob(data: Any) -> str:
-    """JSON for embedding in a <script type=application/json> block, with '<' escaped."""
-    return json.dumps(data, ensure_ascii=False, default=str).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _fmt(value: float) -> str:

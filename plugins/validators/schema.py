@@ -13,7 +13,6 @@ from sftkit import Issue, UsageError
 from sftkit.plugins.validators.text import rows as count_rows
 
 CONSTRAINTS = ("min_length",)
-TEXT_FIELDS = ("instruction", "input", "output", "system", "label")
 
 
 def _is_text(value: Any) -> bool:

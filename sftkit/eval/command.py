@@ -16,27 +16,33 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
 @click.command("eval")
 @click.option("--model", required=True, metavar="RUN_DIR|MODEL",
               help="A run folder of `sftkit train`, or a model: smollm2-135m, tiny-random, a folder, a hub id.")
-@click.option("--data", required=True, type=click.Path(dir_okay=True), help="The evaluation data (held-out rows).")
+@click.option("--data", required=True, metavar="PATH", type=click.Path(dir_okay=True),
+              help="The evaluation data (held-out rows).")
 @data_options
-@click.option("--template", help="Prompt template (default: the run's, else the spec's).")
+@click.option("--template", metavar="NAME", help="Prompt template (default: the run's, else the spec's).")
 @click.option("--template-option", "template_options", multiple=True, metavar="KEY=VALUE", help="Template option.")
-@click.option("--metrics", help="Comma-separated metrics (default by task: classification accuracy,f1,exact_match; "
-                                "summarization rouge,bleu; otherwise rouge,bleu,exact_match).")
+@click.option("--metrics", metavar="A,B", help="Comma-separated metrics (default: those the metric plugins declare "
+                                             "for the spec's task: classification accuracy,f1,exact_match; "
+                                             "summarization rouge,bleu; qa exact_match,rouge; otherwise "
+                                             "rouge,bleu,exact_match).")
 @click.option("--metric-option", "metric_options", multiple=True, metavar="METRIC.KEY=VALUE",
-              help="A metric option, e.g. rouge.tokenizer=whitespace, bleu.tokenize=zh, exact_match.mode=strict.")
+              help="A metric option, e.g. rouge.tokenizer=whitespace, bleu.tokenize=zh, exact_match.mode=strict, "
+                   "f1.average=macro (repeatable; unknown options exit 2 before any model loads).")
 @click.option("--compare", metavar="BASE|RUN_DIR", help="A second model scored on the same prompts "
                                                          "(default for a run folder: its base model).")
 @click.option("--no-compare", is_flag=True, help="Evaluate only --model, even for a run folder.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None,
+@click.option("--max-new-tokens", metavar="N", type=click.IntRange(min=1), default=None,
               help=f"Generation budget (default: 16 for classification, {FALLBACK_MAX_NEW_TOKENS} otherwise).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Prompts per batch.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N rows.")
-@click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True, help="Bootstrap resamples.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
-@click.option("--report-dir", type=click.Path(file_okay=False), default="reports/eval", show_default=True,
-              help="Where eval.json and eval.html go.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write the JSON result to this file.")
+@click.option("--batch-size", metavar="N", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Prompts per generation batch (batches are also capped at 4,096 padded prompt tokens).")
+@click.option("--limit", metavar="N", type=click.IntRange(min=1), default=None, help="Evaluate only the first N rows.")
+@click.option("--resamples", metavar="N", type=click.IntRange(min=100), default=1000, show_default=True,
+              help="Bootstrap resamples.")
+@click.option("--seed", metavar="N", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--report-dir", metavar="DIR", type=click.Path(file_okay=False), default="reports/eval",
+              show_default=True, help="Where the reports go (eval.html and eval.json from the built-in reporters).")
+@click.option("--json", "json_path", metavar="PATH", type=click.Path(dir_okay=False), default=None,
+              help="Also write the JSON result to PATH.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model folder (off by default).")
 def command(model, data, request, template, template_options, metrics, metric_options, compare, no_compare,
             max_new_tokens, batch_size, limit, resamples, seed, report_dir, json_path, trust_remote_code):

@@ -6,46 +6,44 @@ from pathlib import Path
 import click
 
 from sftkit.cli import data_flags, parse_key_values, render_flags
+from sftkit.recipe import recipe_doc
 
 
 @click.command("train")
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
-@click.option("--data", "data", multiple=True, metavar="PATH[:WEIGHT]",
-              help="Training data (repeatable; PATH:WEIGHT mixes tasks, weight 2 = each example twice per epoch).")
-@click.option("--eval-data", help="Held-out data for the eval loss.")
+@click.option("--data", "data", multiple=True, metavar="PATH[:WEIGHT]", help=recipe_doc("data"))
+@click.option("--eval-data", metavar="PATH", help=recipe_doc("eval_data"))
 @data_flags
 @render_flags
-@click.option("--lora", "method", flag_value="lora", default=None, help="Train a LoRA adapter (default).")
-@click.option("--full", "method", flag_value="full", help="Full fine-tuning (every weight).")
-@click.option("--lora-r", type=int, help="LoRA rank [16].")
-@click.option("--lora-alpha", type=int, help="LoRA alpha [32].")
-@click.option("--lora-dropout", type=float, help="LoRA dropout [0; it costs seconds per step on CPU].")
-@click.option("--target-modules", help="LoRA target modules, comma-separated [attention and MLP projections].")
-@click.option("--epochs", type=float, help="Epochs [1].")
-@click.option("--max-steps", type=int, help="Optimizer steps (overrides --epochs).")
-@click.option("--lr", type=float, help="Learning rate [2e-4 LoRA, 2e-5 full].")
-@click.option("--batch-size", type=int, help="Examples per micro-batch and process [8].")
-@click.option("--grad-accum", type=int, help="Micro-batches per optimizer step [1].")
-@click.option("--warmup-ratio", type=float, help="Share of steps warming up [0.05].")
-@click.option("--scheduler", type=click.Choice(["cosine", "linear", "constant"]), help="LR schedule [cosine].")
-@click.option("--weight-decay", type=float, help="AdamW weight decay [0].")
-@click.option("--seed", type=int, help="Seed for data order, mixing and LoRA init [42].")
-@click.option("--packing/--no-packing", default=None,
-              help="Padding-free packing with attention kept inside each example [on]; off: padded batches.")
-@click.option("--max-tokens-per-forward", type=int,
-              help="Split a micro-batch into forward passes of at most N tokens (same step, less memory) [1024].")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              help="auto [default]: bf16/fp16 on GPUs that support it, fp32 on CPU.")
-@click.option("--eval-steps", type=int, help="Eval loss every N steps (and at the end) when --eval-data is given.")
-@click.option("--early-stopping-patience", type=int, help="Stop after N evaluations without a better eval loss.")
-@click.option("--save-steps", type=int, help="Checkpoint every N steps [100].")
-@click.option("--save-total-limit", type=int, help="Checkpoints kept [2].")
-@click.option("--logging-steps", type=int, help="Write metrics every N steps [1].")
-@click.option("--output-dir", help="Run folder [runs/<data>-<method>].")
-@click.option("--overwrite", is_flag=True, default=None, help="Replace a finished or interrupted run in --output-dir.")
+@click.option("--lora", "method", flag_value="lora", default=None, help="Train a LoRA adapter (the default method).")
+@click.option("--full", "method", flag_value="full", help="Full fine-tuning (every weight; method: full).")
+@click.option("--lora-r", metavar="N", type=int, help=recipe_doc("lora_r"))
+@click.option("--lora-alpha", metavar="N", type=int, help=recipe_doc("lora_alpha"))
+@click.option("--lora-dropout", metavar="X", type=float, help=recipe_doc("lora_dropout"))
+@click.option("--target-modules", metavar="A,B", help=recipe_doc("target_modules"))
+@click.option("--epochs", metavar="X", type=float, help=recipe_doc("epochs"))
+@click.option("--max-steps", metavar="N", type=int, help=recipe_doc("max_steps"))
+@click.option("--lr", metavar="X", type=float, help=recipe_doc("lr"))
+@click.option("--batch-size", metavar="N", type=int, help=recipe_doc("batch_size"))
+@click.option("--grad-accum", metavar="N", type=int, help=recipe_doc("grad_accum"))
+@click.option("--warmup-ratio", metavar="X", type=float, help=recipe_doc("warmup_ratio"))
+@click.option("--scheduler", type=click.Choice(["cosine", "linear", "constant"]), help=recipe_doc("scheduler"))
+@click.option("--weight-decay", metavar="X", type=float, help=recipe_doc("weight_decay"))
+@click.option("--max-grad-norm", metavar="X", type=float, help=recipe_doc("max_grad_norm"))
+@click.option("--seed", metavar="N", type=int, help=recipe_doc("seed"))
+@click.option("--packing/--no-packing", default=None, help=recipe_doc("packing"))
+@click.option("--max-tokens-per-forward", metavar="N", type=int, help=recipe_doc("max_tokens_per_forward"))
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help=recipe_doc("precision"))
+@click.option("--eval-steps", metavar="N", type=int, help=recipe_doc("eval_steps"))
+@click.option("--early-stopping-patience", metavar="N", type=int, help=recipe_doc("early_stopping_patience"))
+@click.option("--save-steps", metavar="N", type=int, help=recipe_doc("save_steps"))
+@click.option("--save-total-limit", metavar="N", type=int, help=recipe_doc("save_total_limit"))
+@click.option("--logging-steps", metavar="N", type=int, help=recipe_doc("logging_steps"))
+@click.option("--output-dir", metavar="DIR", help=recipe_doc("output_dir"))
+@click.option("--overwrite", is_flag=True, default=None, help=recipe_doc("overwrite"))
 @click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[CHECKPOINT]",
               help="Continue the run in --output-dir from its latest complete checkpoint (or the one given).")
-@click.option("--no-validate", "no_validate", is_flag=True, help="Skip the pre-flight `sftkit validate`.")
+@click.option("--no-validate", "no_validate", is_flag=True, help=recipe_doc("validate"))
 @click.pass_context
 def command(ctx, recipe, resume, no_validate, **flags):
     """Fine-tune a model (LoRA or full) on sftkit's own tokens and labels.

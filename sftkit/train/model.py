@@ -12,7 +12,7 @@ def build_model(recipe: Recipe, tokenizer: Any, added_tokens: list[str]) -> Any:
     """The base model (embeddings grown for added tokens), wrapped with LoRA or fully trainable."""
     from sftkit.models import load_model
 
-    model = load_model(recipe.model, dtype="float32", trust_remote_code=recipe.trust_remote_code)
+    model = load_model(recipe.model, dtype="float32", trust_remote_code=recipe.trust_remote_code, tokenizer=tokenizer)
     model.config.use_cache = False
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
