@@ -73,6 +73,19 @@ def parse_key_values(items: tuple[str, ...] | list[str], flag: str) -> dict[str,
     return out
 
 
+def parse_component_options(items: tuple[str, ...] | list[str], flag: str, example: str) -> dict[str, dict[str, str]]:
+    """``("quality.near_dup_threshold=0.7",)`` -> ``{"quality": {"near_dup_threshold": "0.7"}}``: options of
+    named components (``--validator-option``, ``--metric-option``); ``example`` names one such component."""
+    out: dict[str, dict[str, str]] = {}
+    for key, value in parse_key_values(items, flag).items():
+        if "." not in key:
+            kind = flag.strip("-").split("-")[0]  # --metric-option: the metric
+            raise UsageError(f"{flag} {key}={value}: name the {kind}, e.g. {example}.{key}={value}")
+        name, option = key.split(".", 1)
+        out.setdefault(name.strip(), {})[option.strip()] = value
+    return out
+
+
 def data_flags(func: Callable) -> Callable:
     """--spec, --column, --instruction, --loader, --loader-option, --skip-invalid (as given)."""
     options = [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from sftkit.cli import data_options, parse_key_values, render_options
+from sftkit.cli import data_options, parse_component_options, parse_key_values, render_options
 from sftkit.errors import UsageError
 
 TOP_ISSUES = 12
@@ -29,17 +29,6 @@ def parse_severities(items: tuple[str, ...]) -> dict[str, str]:
         if level not in SEVERITY_LEVELS:
             raise UsageError(f"--severity {code}={level}: the level must be one of {', '.join(SEVERITY_LEVELS)}")
     return levels
-
-
-def parse_validator_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    """``("quality.near_dup_threshold=0.7",)`` -> ``{"quality": {"near_dup_threshold": "0.7"}}``."""
-    out: dict[str, dict[str, str]] = {}
-    for key, value in parse_key_values(items, "--validator-option").items():
-        if "." not in key:
-            raise UsageError(f"--validator-option {key}={value}: name the validator, e.g. quality.{key}={value}")
-        name, option = key.split(".", 1)
-        out.setdefault(name.strip(), {})[option.strip()] = value
-    return out
 
 
 @click.command("validate")
@@ -87,13 +76,15 @@ def command(ctx, data, request, render, no_tokenizer, eval_data, report_dir, jso
     if json_path:
         check_not_input(json_path, "--json")
     settings = ValidationSettings(only=tuple(parse_names(only)), skip=tuple(parse_names(skip)),
-                                  validator_options=parse_validator_options(validator_options),
+                                  validator_options=parse_component_options(validator_options, "--validator-option",
+                                                                                      "quality"),
                                   severity=parse_severities(severities), batch_size=batch_size)
     render = dataclasses.replace(render, model=None if no_tokenizer else render.model,
                                  max_length=render.max_length or DEFAULT_MAX_LENGTH)
     prepared = prepare(request.for_path(data), render, checks=[
         lambda spec: resolve_validators(spec, settings.only, settings.skip, settings.validator_options)])
-    result = run_validation(prepared, settings, eval_data=prepared.more(request.for_path(eval_data)) if eval_data else None)
+    evals = prepared.more(request.for_path(eval_data)) if eval_data else None
+    result = run_validation(prepared, settings, eval_data=evals)
     written = write_reports(result, report_dir, prepared.registry)
     if json_path:
         written.append(atomic_write_json(json_path, result.data))

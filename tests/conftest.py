@@ -20,19 +20,33 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def required(variable: str) -> bool:
+    """True when ``variable`` is set: a test that would skip fails instead (CI sets these)."""
+    return os.environ.get(variable, "") not in ("", "0")
+
+
+def skip_or_fail(reason: str, variable: str) -> None:
+    """Skip with ``reason``, or fail when ``variable`` says the resource is required here."""
+    if required(variable):
+        pytest.fail(f"{reason} (and {variable}=1 says it must be here)")
+    pytest.skip(reason)
+
+
 def shared_file(name: str) -> Path:
-    """A file of ../shared/data, or skip the test with a clear reason."""
+    """A file of ../shared/data, or skip the test with a clear reason (fail with SFTKIT_REQUIRE_SHARED_DATA=1)."""
     path = SHARED_DATA / name
     if not path.exists():
-        pytest.skip(f"{path} is absent: tests on real data need ../shared/data beside the clone (CI has it)")
+        skip_or_fail(f"{path} is absent: tests on real data need ../shared/data beside the clone (CI has it)",
+                     "SFTKIT_REQUIRE_SHARED_DATA")
     return path
 
 
 @pytest.fixture
 def shared_data() -> Path:
-    """The folder of real data, or skip."""
+    """The folder of real data, or skip (fail with SFTKIT_REQUIRE_SHARED_DATA=1)."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"{SHARED_DATA} is absent: tests on real data need ../shared/data beside the clone (CI has it)")
+        skip_or_fail(f"{SHARED_DATA} is absent: tests on real data need ../shared/data beside the clone (CI has it)",
+                     "SFTKIT_REQUIRE_SHARED_DATA")
     return SHARED_DATA
 
 

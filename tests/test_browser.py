@@ -150,10 +150,11 @@ def squash(text: str) -> str:
 @pytest.fixture(scope="module")
 def browser():
     from browser import Browser, missing_reason
+    from conftest import skip_or_fail
 
     reason = missing_reason()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason, "SFTKIT_REQUIRE_BROWSER")
     with Browser() as instance:
         yield instance
 

@@ -79,6 +79,15 @@ def test_schema_reports_turn_problems_of_conversations():
     assert found == {"wrong_type": [1, 2]}
 
 
+def test_schema_reports_turns_out_of_order():
+    hello = [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello"}]
+    records = [{"messages": hello},
+               {"messages": [{"role": "assistant", "content": "I start"}, {"role": "user", "content": "odd"}]},
+               {"messages": hello + [{"role": "assistant", "content": "twice in a row"}]}]
+    found, _ = run(schema, records, spec="messages")
+    assert found == {"non_alternating": [1, 2]}
+
+
 # -- quality ---------------------------------------------------------------------------------
 
 def test_quality_codes_and_rows():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from sftkit.cli import data_options, parse_key_values
+from sftkit.cli import data_options, parse_component_options, parse_key_values
 from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
 
 
@@ -57,7 +57,6 @@ def command(model, data, request, template, template_options, metrics, metric_op
     from sftkit.console import err_console, plain, print_skipped
     from sftkit.eval.engine import EvalSettings, run_eval
     from sftkit.eval.printing import print_summary
-    from sftkit.eval.scoring import parse_metric_options
     from sftkit.io import atomic_write_json, check_not_input, protect_inputs
     from sftkit.pipeline import RenderSettings
     from sftkit.registry import get_registry
@@ -70,8 +69,8 @@ def command(model, data, request, template, template_options, metrics, metric_op
     settings = EvalSettings(
         model=model, compare=compare, no_compare=no_compare,
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
-        metric_options=parse_metric_options(metric_options), max_new_tokens=max_new_tokens, batch_size=batch_size,
-        limit=limit, resamples=resamples, seed=seed)
+        metric_options=parse_component_options(metric_options, "--metric-option", "rouge"),
+        max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit, resamples=resamples, seed=seed)
     render = RenderSettings(template=template, template_options=parse_key_values(template_options, "--template-option"),
                             trust_remote_code=trust_remote_code)
     result = run_eval(request.for_path(data), render, settings)

@@ -10,7 +10,6 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from sftkit.cli import parse_key_values
 from sftkit.errors import UsageError
 
 
@@ -64,17 +63,6 @@ class ModelRun:
         if classification and metric.wants_labels and self.labels is not None:
             return [m.label for m in self.labels]
         return self.texts
-
-
-def parse_metric_options(items: tuple[str, ...]) -> dict[str, dict]:
-    """``("rouge.tokenizer=whitespace",)`` -> ``{"rouge": {"tokenizer": "whitespace"}}``."""
-    out: dict[str, dict] = {}
-    for key, value in parse_key_values(items, "--metric-option").items():
-        if "." not in key:
-            raise UsageError(f"--metric-option {key}={value}: name the metric, e.g. rouge.tokenizer=whitespace")
-        metric, option = key.split(".", 1)
-        out.setdefault(metric.strip(), {})[option.strip()] = value
-    return out
 
 
 def resolve_metrics(names: list[str] | None, task: str, options: Mapping[str, Mapping], registry: Any,
