@@ -55,6 +55,7 @@ demo: install
 	echo "demo finished in $$(( $$(date +%s) - start )) s; reports: $(DEMO_REPORTS)/validate.html train.html eval.html (+ .json)"
 
 bench: install
+	@$(PY) -c "import trl" 2>/dev/null || $(PIP) install -q -e '.[bench]'
 	@ls bench/*.py >/dev/null 2>&1 && for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done || echo "no benchmarks yet"
 
 # Debian's chromium for the browser tests of the HTML reports. Installed with apt-get where we are
