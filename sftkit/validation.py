@@ -1,8 +1,8 @@
 """The validation engine: walk a prepared dataset's chunks with each validator, collect issues.
 
     prepared = prepare(DataRequest("data.jsonl", spec="alpaca"), RenderSettings(model="smollm2-135m"))
-    result = run_validation(prepared, ValidationSettings(fail_on="error"))
-    if failed(result): ...
+    result = run_validation(prepared, ValidationSettings(skip=("balance",)))
+    if failed(result, fail_on="error"): ...
 
 The examples are held in chunks (``sftkit.store``), so validators can walk the data several
 times without keeping a million Python objects alive. Validators keep compact per-row state
