@@ -68,6 +68,7 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
     max_new = settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(task, FALLBACK_MAX_NEW_TOKENS)
 
     _quiet_transformers()
+    _use_idle_cores()
     runs: dict[str, ModelRun] = {}
     prompts = None
     for role, name in [("tuned", settings.model)] + ([("base", compare)] if compare is not None else []):
@@ -206,6 +207,16 @@ def _quiet_transformers() -> None:
         hf_logging.set_verbosity_error()
     except Exception:  # pragma: no cover - cosmetic only
         pass
+
+
+def _use_idle_cores() -> None:
+    import torch
+
+    from sftkit.console import err_console, plain
+    from sftkit.threads import configure
+
+    if not torch.cuda.is_available():
+        err_console.print(plain(configure(), "dim"))
 
 
 def generate_with(role: str, name: str, examples: list, encoder: Any, prompts: list[str] | None = None, *,

@@ -70,6 +70,10 @@ def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision(recipe))
     say = log if accelerator.is_main_process else (lambda _msg: None)
+    if not torch.cuda.is_available():
+        from sftkit.threads import configure
+
+        say(configure())
     out = Path(recipe.run_dir())
     claim = None
     if accelerator.is_main_process:
