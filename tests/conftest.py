@@ -12,6 +12,9 @@ SHARED_DATA = Path(os.environ.get("SFTKIT_SHARED_DATA", ROOT.parent / "shared" /
 FIXTURES = Path(__file__).resolve().parent / "data"
 
 os.environ.setdefault("SFTKIT_NO_PROGRESS", "1")
+# One torch thread per test process: the suite runs on several workers, and results must not
+# depend on the load average (sftkit.threads would otherwise follow it).
+os.environ.setdefault("SFTKIT_THREADS", "1")
 # Only the built-ins: third-party plugins installed in this environment must not change test results
 # (tests that want one load it explicitly: tests/test_registry.py, tests/test_example_plugin.py).
 os.environ.setdefault("SFTKIT_LOAD_PLUGINS", "")
