@@ -129,9 +129,9 @@ def print_summary(result) -> None:
         rows = issue["rows"]
         line = Text()
         line.append(f"{issue['severity']:<7} ", style=SEVERITY_STYLE[issue["severity"]])
-        line.append(f"{issue['validator']}.{issue['code']}", style="bold")
+        line.append(plain(f"{issue['validator']}.{issue['code']}", "bold"))
         line.append(" ")
-        line.append(issue["message"])
+        line.append(plain(issue["message"]))
         console.print(line)
         if rows:
             shown = ", ".join(map(str, rows[:8])) + (f", … ({len(rows)} rows)" if len(rows) > 8 else "")
