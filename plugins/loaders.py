@@ -40,6 +40,33 @@ BOM_HINT = ("files joined with cat keep each one's BOM: remove the bytes EF BB B
             + SKIP_HINT)
 
 
+# -- files that are not what their name says --------------------------------------------------
+
+# The first bytes of common files that are not UTF-8 text: (magic, what it is, what to do).
+MAGIC = (
+    (b"\x1f\x8b", "gzip-compressed data", "decompress it first (gunzip)"),
+    (b"PK\x03\x04", "a ZIP archive", "extract it first (unzip)"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data", "decompress it first (zstd -d)"),
+    (b"\xfd7zXZ\x00", "xz-compressed data", "decompress it first (xz -d)"),
+    (b"PAR1", "a Parquet file", "read it with --loader parquet (or give it the suffix .parquet)"),
+    (b"\xff\xfe", "UTF-16 text", "re-save it as UTF-8, e.g. iconv -f UTF-16 -t UTF-8 FILE > FIXED"),
+    (b"\xfe\xff", "UTF-16 text", "re-save it as UTF-8, e.g. iconv -f UTF-16 -t UTF-8 FILE > FIXED"),
+    (b"\x00", "binary data (it starts with a NUL byte)", "is this the right file?"),
+)
+
+
+def _refuse_binary(path: Path, expected: str) -> None:
+    """Refuse a text loader's file whose first bytes say it is compressed, Parquet, UTF-16 or binary."""
+    with open_for_reading(path) as handle:
+        head = handle.read(16)
+    if head.startswith(b"BZh") and head[3:4].isdigit() and head[4:10] == b"1AY&SY":
+        raise DataError(f"the file holds bzip2-compressed data, not {expected}", path=str(path),
+                        hint="decompress it first (bunzip2)")
+    for magic, what, todo in MAGIC:
+        if head.startswith(magic):
+            raise DataError(f"the file holds {what}, not {expected}", path=str(path), hint=todo)
+
+
 # -- options, checked by value -----------------------------------------------------------------
 
 def _option_error(loader: str, option: str, value: object, allowed: str) -> UsageError:
@@ -87,6 +114,7 @@ def jsonl(path: Path, encoding_errors: str = "strict", skip_invalid: bool = Fals
     """JSON Lines: one JSON object per line (blank lines are skipped)."""
     _check_choice("jsonl", "encoding_errors", encoding_errors, ENCODING_ERRORS)
     _check_count("jsonl", "max_line_bytes", max_line_bytes)
+    _refuse_binary(path, "JSON Lines text")
     with open_for_reading(path) as handle:
         for line_no, raw in enumerate(bounded_lines(handle, path, max_line_bytes, hint=LONG_LINE_HINT), start=1):
             try:
@@ -171,6 +199,8 @@ def json_array(path: Path, key: str = "", encoding_errors: str = "strict", skip_
     _check_text("json", "key", key)
     _check_choice("json", "encoding_errors", encoding_errors, ENCODING_ERRORS)
     _check_count("json", "max_bytes", max_bytes)
+    check_readable(path)
+    _refuse_binary(path, "JSON text")
     text = _read_text(path, encoding_errors, max_bytes)
     if not text.strip():
         raise DataError("the file is empty", path=str(path), hint="expected a JSON array of objects")
@@ -226,6 +256,7 @@ def _delimited(path: Path, delimiter: str, encoding_errors: str = "strict",
     _check_choice(loader, "encoding_errors", encoding_errors, ENCODING_ERRORS)
     _check_count(loader, "max_line_bytes", max_line_bytes)
     check_readable(path)
+    _refuse_binary(path, "CSV text" if loader == "csv" else "TSV text")
     csv.field_size_limit(min(sys.maxsize, MAX_CSV_FIELD))
     lines = _Lines(path, encoding_errors, skip_invalid, max_line_bytes)
     reader = csv.reader(lines, delimiter=delimiter, strict=True)

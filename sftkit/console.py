@@ -32,8 +32,14 @@ _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029
 _UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
+_UNSAFE_SPLIT = re.compile(f"({_UNSAFE.pattern})")
+
+
 def _show(match: re.Match) -> str:
-    char = match.group()
+    return _show_char(match.group())
+
+
+def _show_char(char: str) -> str:
     if char == "\r":
         return "\\r"
     code = ord(char)
@@ -59,9 +65,23 @@ def plain(text: object, style: str = "") -> Text:
 
 
 def excerpt(text: object, limit: int = 80) -> str:
-    """A one-line excerpt of data text (newlines shown as ↵, control characters visibly)."""
-    flat = visible(("" if text is None else str(text)).replace("\r\n", "\n").replace("\n", "↵ "))
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    """A one-line excerpt of data text (newlines shown as ↵, control characters visibly), at
+    most ``limit`` characters; an escape is never cut in two."""
+    flat = ("" if text is None else str(text)).replace("\r\n", "\n").replace("\n", "↵ ")
+    shown = visible(flat)
+    if len(shown) <= limit:
+        return shown
+    out, used = [], 0
+    for index, piece in enumerate(_UNSAFE_SPLIT.split(flat)):
+        piece = _show_char(piece) if index % 2 else piece  # odd pieces: one control character each
+        room = limit - 1 - used
+        if len(piece) > room:
+            if not index % 2:
+                out.append(piece[:room])
+            break
+        out.append(piece)
+        used += len(piece)
+    return "".join(out) + "…"
 
 
 def progress_disabled() -> bool:

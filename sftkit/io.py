@@ -10,6 +10,7 @@ and a failed write is one ``WriteError`` ("cannot write PATH: reason", exit 2).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -73,9 +74,16 @@ def _unlink_quietly(path: str | Path) -> None:
         pass
 
 
+def _write_hint(exc: OSError, folder: Path) -> str | None:
+    if exc.errno == errno.ENOENT and folder.is_dir():
+        return (f"the folder {folder} does not take new files (it may be a virtual file system like /proc or /sys): "
+                f"choose another path")
+    return os_hint(exc, "check the path and its file system, or choose another one")
+
+
 def _cannot_write(path: Path, exc: OSError, note: str = "nothing was written there") -> WriteError:
     return WriteError(f"cannot write {path}: {os_reason(exc)}; {note}", path=str(path),
-                      hint=os_hint(exc, "check the path and its file system, or choose another one"))
+                      hint=_write_hint(exc, path.parent))
 
 
 def _check_target(path: Path) -> None:
@@ -143,6 +151,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def _nearest_folder(path: Path) -> Path:
+    """The nearest folder of ``path`` (itself or a parent) that exists."""
+    for part in [path, *path.parents]:
+        if part.is_dir():
+            return part
+    return Path(".")
+
+
 def _first_file(folder: Path) -> Path:
     """The first part of ``folder`` that exists but is not a folder."""
     for part in reversed([folder, *folder.parents]):
@@ -197,7 +213,7 @@ def staged_writes() -> Iterator[None]:
 MIN_FREE_BYTES = 1 << 20
 
 
-def _probe_dir(folder: Path, flag: str, shown: Path, min_free: int) -> None:
+def _probe_dir(folder: Path, flag: str, shown: Path, min_free: int, where: str = "") -> None:
     """Create and remove a temporary file in ``folder``: the one sure test that it is writable."""
     try:
         fd, tmp = tempfile.mkstemp(prefix=".sftkit-write-check.", dir=folder)
@@ -205,11 +221,13 @@ def _probe_dir(folder: Path, flag: str, shown: Path, min_free: int) -> None:
         os.unlink(tmp)
         free = os.statvfs(folder)
     except OSError as exc:
-        raise WriteError(f"{flag} {shown}: cannot write there: {os_reason(exc)}", path=str(shown),
-                         hint=os_hint(exc, f"choose another {flag}")) from None
+        place = f"in{where}" if where else "there"
+        raise WriteError(f"{flag} {shown}: cannot write {place}: {os_reason(exc)}", path=str(shown),
+                         hint=_write_hint(exc, folder)) from None
     available = free.f_bavail * free.f_frsize
     if min_free and available < min_free:
-        raise WriteError(f"{flag} {shown}: only {_size(available)} free on its file system, "
+        of = f" of{where}" if where else ""
+        raise WriteError(f"{flag} {shown}: only {_size(available)} free on the file system{of}, "
                          f"{_size(min_free)} needed", path=str(shown),
                          hint=f"free some space, or choose another {flag}")
 
@@ -222,16 +240,21 @@ def check_writable_dir(path: str | Path, flag: str, *, min_free: int = MIN_FREE_
     message (``WriteError``, exit 2) at once rather than after the work. Nothing is left
     behind: folders created for the test are removed again. ``min_free`` bytes must be free.
     """
-    path = Path(path)
+    return _check_dir(Path(path), flag, Path(path), min_free)
+
+
+def _check_dir(path: Path, flag: str, shown: Path, min_free: int) -> Path:
+    where = "" if shown == path else f" {path}"
     if path.exists():
         if not path.is_dir():
-            raise WriteError(f"{flag} {path} is {_kind(os.stat(path).st_mode)}, not a folder", path=str(path),
-                             hint=f"choose another {flag}")
-        _probe_dir(path, flag, path, min_free)
+            raise WriteError(f"{flag} {shown}: {path} is {_kind(os.stat(path).st_mode)}, not a folder"
+                             if shown != path else f"{flag} {path} is {_kind(os.stat(path).st_mode)}, not a folder",
+                             path=str(shown), hint=f"choose another {flag}")
+        _probe_dir(path, flag, shown, min_free, where)
         return path
     blocker = _first_file(path)
     if blocker != path:
-        raise WriteError(f"{flag} {path}: {blocker} is a file, not a folder", path=str(path),
+        raise WriteError(f"{flag} {shown}: {blocker} is a file, not a folder", path=str(shown),
                          hint=f"choose another {flag}")
     created: list[Path] = []
     try:
@@ -239,10 +262,10 @@ def check_writable_dir(path: str | Path, flag: str, *, min_free: int = MIN_FREE_
             if not part.exists():
                 part.mkdir()
                 created.append(part)
-        _probe_dir(path, flag, path, min_free)
+        _probe_dir(path, flag, shown, min_free, where)
     except OSError as exc:
-        raise WriteError(f"{flag} {path}: cannot create the folder: {os_reason(exc)}", path=str(path),
-                         hint=os_hint(exc, f"choose another {flag}")) from None
+        raise WriteError(f"{flag} {shown}: cannot create the folder{where}: {os_reason(exc)}", path=str(shown),
+                         hint=_write_hint(exc, _nearest_folder(path))) from None
     finally:
         for part in reversed(created):
             try:
@@ -265,7 +288,7 @@ def check_writable_file(path: str | Path, flag: str, *, min_free: int = MIN_FREE
             raise WriteError(f"{flag} {path} is {_kind(mode)}, not a regular file (reports are written to a "
                              f"temporary file and renamed, which would replace it)", path=str(path),
                              hint=f"give {flag} the path of a regular file")
-    check_writable_dir(path.parent if str(path.parent) else Path("."), flag, min_free=min_free)
+    _check_dir(path.parent, flag, path, min_free)
     return path
 
 
