@@ -311,8 +311,16 @@ def _kind(mode: int) -> str:
 def _size(n: int) -> str:
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:
-            return f"{n / size:.1f} {unit}"
+            return f"{n // size} {unit}" if n % size == 0 else f"{n / size:.1f} {unit}"
     return f"{n} bytes"
+
+
+def _exact(n: int) -> str:
+    """``10000 bytes (9.8 KiB)``, ``100 bytes``, ``2 GiB``: a limit as given and readable."""
+    rounded = _size(n)
+    if rounded.endswith(" bytes") or "." not in rounded:
+        return rounded
+    return f"{n} bytes ({rounded})"
 
 
 def check_readable(path: str | Path, *, folder: bool = False, what: str = "") -> os.stat_result:
@@ -356,9 +364,10 @@ def open_for_reading(path: str | Path):
 def read_bounded(path: str | Path, limit: int, *, hint: str | None = None) -> bytes:
     """The whole of the regular file ``path``, refused (``DataError``) when over ``limit`` bytes."""
     info = check_readable(path)
-    too_big = f"the file is larger than the limit of {_size(limit)} for reading a file whole"
+    too_big = f"the file is larger than the limit of {_exact(limit)} for reading a file whole"
     if info.st_size > limit:
-        raise DataError(too_big.replace("larger", f"{_size(info.st_size)},"), path=str(path), hint=hint)
+        raise DataError(f"the file is {_size(info.st_size)}, more than the limit of {_exact(limit)} for reading a "
+                        f"file whole", path=str(path), hint=hint)
     with open_for_reading(path) as handle:
         try:
             data = handle.read(limit + 1)
@@ -383,7 +392,8 @@ def bounded_lines(handle, path: str | Path, limit: int, *, hint: str | None = No
             return
         line_no += 1
         if len(raw) > limit and not (len(raw) == limit + 1 and raw.endswith(b"\n")):
-            raise DataError(f"the line is longer than the limit of {_size(limit)}", path=str(path), line=line_no,
+            raise DataError(f"the line is longer than the limit of {_exact(limit)} for one line",
+                            path=str(path), line=line_no,
                             hint=hint)
         yield raw
 

@@ -444,8 +444,9 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> DatasetSpec:
                          "e.g. labels: [positive, negative, neutral]")
     for label in labels:
         if isinstance(label, bool):
-            raise check.fail("labels", f"labels must be a list of strings: {str(label).lower()} is a boolean",
-                             QUOTE_HINT)
+            raise check.fail("labels", f"labels must be a list of strings, but one is the boolean {str(label).lower()} "
+                                       f"(YAML reads an unquoted yes, no, on, off, true or false as one)",
+                             "write such labels in quotes: labels: ['yes', 'no']")
         if not isinstance(label, (str, int, float)):
             raise check.fail("labels", f"labels must be a list of strings, got {_shape(label)} in the list")
     constraints = check.options(data, "constraints", nested=True)
