@@ -308,6 +308,14 @@ def _kind(mode: int) -> str:
     return "a regular file" if stat.S_ISREG(mode) else "a special file"
 
 
+def describe_file(path: str | Path) -> str:
+    """``a folder``, ``a named pipe (FIFO)``, ``a character device``, ...: what is at ``path``."""
+    try:
+        return _kind(os.stat(path).st_mode)
+    except OSError as exc:
+        return f"unreadable ({os_reason(exc)})"
+
+
 def _size(n: int) -> str:
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:

@@ -241,13 +241,16 @@ MAX_YAML_DEPTH = 100  # nesting levels of a spec or recipe (real ones use 3)
 
 def load_spec(name_or_path: str) -> DatasetSpec:
     """A spec by built-in name (``alpaca``) or from a YAML file path."""
-    from sftkit.io import check_readable
+    from sftkit.io import check_readable, describe_file
 
     path = Path(name_or_path)
     names = builtin_spec_names()
     if path.suffix in (".yaml", ".yml"):
         if not path.exists():
             raise UsageError(f"spec file {name_or_path} does not exist")
+        if not path.is_file():  # a folder, a FIFO (it would hang), a device (/dev/zero never ends)
+            raise UsageError(f"spec file {name_or_path} does not exist as a regular file: it is "
+                             f"{describe_file(path)}", hint="give the path of a YAML spec file")
         check_readable(path, what="spec")
         text = _read_yaml_text(path)
         source = str(path)

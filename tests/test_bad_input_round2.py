@@ -177,11 +177,13 @@ def test_a_spec_that_is_a_fifo_or_a_folder_is_refused(run_cli, tmp_path):
     spec = tmp_path / "spec.yaml"
     os.mkfifo(spec)
     done = _cli("validate", BAD / "bom.jsonl", "--spec", spec, "--no-tokenizer", "--report-dir", tmp_path / "r")
-    assert done.returncode == 2 and squash(f"{spec}: is a named pipe (FIFO)") in squash(done.stderr.decode())
+    assert done.returncode == 2
+    assert squash(f"spec file {spec} does not exist as a regular file: it is a named pipe (FIFO)") in squash(
+        done.stderr.decode())
     folder = tmp_path / "folder.yaml"
     folder.mkdir()
     result = validate(run_cli, tmp_path, BAD / "bom.jsonl", "--spec", folder)
-    assert_one_clean_error(result, f"{folder}: is a folder, not a file for the spec")
+    assert_one_clean_error(result, f"spec file {folder} does not exist as a regular file: it is a folder")
 
 
 def test_an_unreadable_file_is_cannot_read_with_the_reason(monkeypatch, tmp_path):
