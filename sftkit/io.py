@@ -6,7 +6,8 @@ and a failed write is one ``WriteError`` ("cannot write PATH: reason", exit 2).
 ``check_writable_dir`` / ``check_writable_file`` test an output path before long work starts.
 ``check_readable`` refuses FIFOs, devices and folders before a reader opens them;
 ``read_bounded`` and ``bounded_lines`` bound what is read from a file that never ends;
-``reading`` turns a library's "broken file" error into one DataError naming the file.
+``reading`` turns a library's "broken file" error into one DataError naming the file, and
+``writing`` a library's failed write (torch.save, safetensors) into one WriteError.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from sftkit.errors import DataError, SftkitError, UsageError, WriteError, os_hint, os_reason
+from sftkit.errors import OS_ERROR_HINTS, DataError, SftkitError, UsageError, WriteError, os_hint, os_reason
 
 # Input files of the running command: no write may replace one (``protect_inputs``).
 _PROTECTED: set[Path] = set()
@@ -206,6 +207,42 @@ def staged_writes() -> Iterator[None]:
             error.replaced = done
             error.kept = [str(p) for p, _ in pending[index:] if p.exists()]
             raise error from None
+
+
+@contextmanager
+def writing(path: str | Path, what: str = "file", *, also: tuple[type[BaseException], ...] = (),
+            partial: str | Path | None = None) -> Iterator[None]:
+    """Turn a failed write inside the block (a full disk, a read-only folder) into one WriteError.
+
+    For writes that do not go through ``atomic_write_bytes`` (``torch.save``, safetensors'
+    ``save_file``, ``save_pretrained`` into a temporary folder): an OSError, or one of the
+    classes in ``also`` (e.g. ``RuntimeError`` for ``torch.save``, ``SafetensorError``),
+    becomes "cannot write PATH: reason" (exit 2), and ``partial`` (the temporary file or
+    folder being written) is removed first, so nothing half-written is left.
+    """
+    try:
+        yield
+    except SftkitError:
+        raise
+    except Exception as exc:
+        if not isinstance(exc, (OSError, *also)):
+            raise
+        removed = ""
+        if partial is not None and Path(partial).exists():
+            import shutil
+
+            if Path(partial).is_dir() and not Path(partial).is_symlink():
+                shutil.rmtree(partial, ignore_errors=True)
+            else:
+                _unlink_quietly(partial)
+            removed = f"; the partial {partial} was removed"
+        if isinstance(exc, OSError):
+            raise WriteError(f"cannot write the {what} {path}: {os_reason(exc)}{removed}", path=str(path),
+                             hint=_write_hint(exc, Path(path).parent)) from None
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        full = any(word in str(exc) for word in ("No space left", "code: 28", "StorageFull", "file write failed"))
+        raise WriteError(f"cannot write the {what} {path}: {detail}{removed}", path=str(path),
+                         hint=OS_ERROR_HINTS[errno.ENOSPC] if full else "check the disk and the folder") from None
 
 
 # -- up-front checks -----------------------------------------------------------------------------

@@ -252,7 +252,7 @@ def load_spec(name_or_path: str) -> DatasetSpec:
             raise UsageError(f"spec file {name_or_path} does not exist as a regular file: it is "
                              f"{describe_file(path)}", hint="give the path of a YAML spec file")
         check_readable(path, what="spec")
-        text = _read_yaml_text(path)
+        text = read_yaml_text(path)
         source = str(path)
     else:
         if name_or_path not in names:
@@ -264,7 +264,9 @@ def load_spec(name_or_path: str) -> DatasetSpec:
     return spec_from_dict(safe_yaml(text, source), source)
 
 
-def _read_yaml_text(path: Path) -> str:
+def read_yaml_text(path: Path) -> str:
+    """The text of a spec or recipe file: a regular file of at most ``MAX_SPEC_BYTES``, strict
+    UTF-8 (a BOM is accepted); a bad byte is a DataError naming the file and the line."""
     from sftkit.io import read_bounded
 
     data = read_bounded(path, MAX_SPEC_BYTES, hint="a spec or recipe is a short YAML file: is this the right file?")
@@ -273,6 +275,9 @@ def _read_yaml_text(path: Path) -> str:
     except UnicodeDecodeError as exc:
         raise DataError(f"invalid UTF-8 at byte {exc.start}", path=str(path),
                         line=data.count(b"\n", 0, exc.start) + 1, hint="re-save the file as UTF-8") from None
+
+
+_read_yaml_text = read_yaml_text
 
 
 def safe_yaml(text: str, source: str) -> Any:

@@ -590,3 +590,36 @@ def test_every_round2_corpus_file_has_a_case():
 
 def test_sftkit_error_classes_keep_their_exit_codes():
     assert WriteError("x").exit_code == SftkitError("x").exit_code == 2
+
+
+def test_writing_turns_a_failed_library_write_into_one_message_and_removes_the_partial(tmp_path):
+    from sftkit.io import writing
+
+    partial = tmp_path / ".checkpoint-3.tmp"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"half")
+    with pytest.raises(WriteError) as caught:
+        with writing(tmp_path / "checkpoint-3", "checkpoint", partial=partial):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert caught.value.message == (f"cannot write the checkpoint {tmp_path / 'checkpoint-3'}: No space left on device "
+                                    f"(ENOSPC); the partial {partial} was removed")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(WriteError, match="file write failed") as caught:
+        with writing(tmp_path / "c.pt", "checkpoint", also=(RuntimeError,)):
+            raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+    assert "the disk is full" in caught.value.hint
+    with pytest.raises(ValueError), writing(tmp_path / "x"):  # anything else is a bug, and stays one
+        raise ValueError("a bug")
+
+
+def test_read_yaml_text_is_bounded_and_names_bad_bytes(tmp_path):
+    from sftkit.spec import read_yaml_text
+
+    path = tmp_path / "r.yaml"
+    path.write_bytes(b"a: 1\nb: \xff\n")
+    with pytest.raises(DataError, match="line 2: invalid UTF-8"):
+        read_yaml_text(path)
+    with open(path, "wb") as handle:
+        handle.truncate(20 * 2**20)
+    with pytest.raises(DataError, match="more than the limit of 16 MiB"):
+        read_yaml_text(path)
