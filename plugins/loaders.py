@@ -18,15 +18,83 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from sftkit import DataError, hookimpl
+from sftkit import DataError, UsageError, hookimpl
+from sftkit.io import bounded_lines, check_readable, open_for_reading, read_bounded, reading
 
 MAX_CSV_FIELD = 2**31 - 1
+# Bounds on what is read from one file, so a file that never ends (or a huge one given by
+# mistake) is one message, not a memory error: one line of JSONL/CSV/TSV, and a JSON file
+# that is read whole. Loader options raise them (``--loader-option max_line_bytes=...``).
+MAX_LINE_BYTES = 256 * 2**20
+MAX_JSON_BYTES = 2 * 2**30
 
 
 ENCODING_ERRORS = ("strict", "replace")
 SKIP_HINT = "fix the line, or pass --skip-invalid to skip broken lines (they are listed)"
 INVALID_UTF8_HINT = ("re-save the file as UTF-8, or read it with --loader-option encoding_errors=replace "
                      "(bad bytes become U+FFFD, which validate reports as encoding_artifact)")
+LONG_LINE_HINT = "is this the right file? To read longer lines pass --loader-option max_line_bytes=N"
+CR_ONLY_HINT = ("convert the line ends to LF, e.g. tr '\\r' '\\n' < FILE > FIXED (or save it again with Unix or "
+                "Windows line ends)")
+BOM_HINT = ("files joined with cat keep each one's BOM: remove the bytes EF BB BF at the start of the line; "
+            + SKIP_HINT)
+
+
+# -- files that are not what their name says --------------------------------------------------
+
+# The first bytes of common files that are not UTF-8 text: (magic, what it is, what to do).
+MAGIC = (
+    (b"\x1f\x8b", "gzip-compressed data", "decompress it first (gunzip)"),
+    (b"PK\x03\x04", "a ZIP archive", "extract it first (unzip)"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data", "decompress it first (zstd -d)"),
+    (b"\xfd7zXZ\x00", "xz-compressed data", "decompress it first (xz -d)"),
+    (b"PAR1", "a Parquet file", "read it with --loader parquet (or give it the suffix .parquet)"),
+    (b"\xff\xfe", "UTF-16 text", "re-save it as UTF-8, e.g. iconv -f UTF-16 -t UTF-8 FILE > FIXED"),
+    (b"\xfe\xff", "UTF-16 text", "re-save it as UTF-8, e.g. iconv -f UTF-16 -t UTF-8 FILE > FIXED"),
+    (b"\x00", "binary data (it starts with a NUL byte)", "is this the right file?"),
+)
+
+
+def _refuse_binary(path: Path, expected: str) -> None:
+    """Refuse a text loader's file whose first bytes say it is compressed, Parquet, UTF-16 or binary."""
+    with open_for_reading(path) as handle:
+        head = handle.read(16)
+    if head.startswith(b"BZh") and head[3:4].isdigit() and head[4:10] == b"1AY&SY":
+        raise DataError(f"the file holds bzip2-compressed data, not {expected}", path=str(path),
+                        hint="decompress it first (bunzip2)")
+    for magic, what, todo in MAGIC:
+        if head.startswith(magic):
+            raise DataError(f"the file holds {what}, not {expected}", path=str(path), hint=todo)
+
+
+# -- options, checked by value -----------------------------------------------------------------
+
+def _option_error(loader: str, option: str, value: object, allowed: str) -> UsageError:
+    return UsageError(f"loader {loader!r}: option {option} must be {allowed}, got {value!r}",
+                      hint=f"pass --loader-option {option}=VALUE (or loader_options in the spec) with {allowed}")
+
+
+def _check_choice(loader: str, option: str, value: object, choices: tuple) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise _option_error(loader, option, value, "one of " + ", ".join(choices))
+
+
+def _check_count(loader: str, option: str, value: object, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _option_error(loader, option, value, f"a whole number of at least {minimum}")
+
+
+def _check_text(loader: str, option: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise _option_error(loader, option, value, "text")
+
+
+def _check_delimiter(loader: str, value: object) -> None:
+    if not isinstance(value, str) or len(value) != 1:
+        raise _option_error(loader, "delimiter", value, "exactly one character (e.g. ',' or ';'; tabs: the tsv loader)")
+    if value in ('"', "\r", "\n") or value.isalnum() and value.isascii():
+        raise _option_error(loader, "delimiter", value,
+                            "one character other than a quote, a line end, a letter or a digit")
 
 
 def _decode_line(raw: bytes, path: Path, line_no: int, errors: str = "strict") -> str:
@@ -41,10 +109,14 @@ def _decode_line(raw: bytes, path: Path, line_no: int, errors: str = "strict") -
         ) from None
 
 
-def jsonl(path: Path, encoding_errors: str = "strict", skip_invalid: bool = False) -> Iterator[dict]:
+def jsonl(path: Path, encoding_errors: str = "strict", skip_invalid: bool = False,
+          max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[dict]:
     """JSON Lines: one JSON object per line (blank lines are skipped)."""
-    with open(path, "rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
+    _check_choice("jsonl", "encoding_errors", encoding_errors, ENCODING_ERRORS)
+    _check_count("jsonl", "max_line_bytes", max_line_bytes)
+    _refuse_binary(path, "JSON Lines text")
+    with open_for_reading(path) as handle:
+        for line_no, raw in enumerate(bounded_lines(handle, path, max_line_bytes, hint=LONG_LINE_HINT), start=1):
             try:
                 record = _jsonl_record(raw, path, line_no, encoding_errors)
             except DataError as exc:
@@ -60,9 +132,16 @@ def _jsonl_record(raw: bytes, path: Path, line_no: int, encoding_errors: str) ->
     text = _decode_line(raw, path, line_no, encoding_errors).strip()
     if not text:
         return None
+    if text.startswith("\ufeff"):
+        raise DataError("a byte order mark (BOM, U+FEFF) starts the line: was another file appended here?",
+                        path=str(path), line=line_no, hint=BOM_HINT)
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
+        if "\r" in text.rstrip("\r"):
+            raise DataError("the line holds carriage returns (CR) without line feeds: the file seems to use old Mac "
+                            "line ends (CR only), so its lines run together", path=str(path), line=line_no,
+                            hint=CR_ONLY_HINT) from None
         raise DataError(f"invalid JSON at column {exc.colno}: {exc.msg}", path=str(path), line=line_no,
                         hint=SKIP_HINT) from None
     except RecursionError:
@@ -103,8 +182,9 @@ def _without_lone_surrogates(record: dict, errors: str, **where) -> dict:
 jsonl.suffixes = (".jsonl", ".ndjson")
 
 
-def _read_text(path: Path, errors: str = "strict") -> str:
-    data = path.read_bytes()
+def _read_text(path: Path, errors: str = "strict", max_bytes: int = MAX_JSON_BYTES) -> str:
+    data = read_bounded(path, max_bytes, hint="a JSON array is read whole: convert the file to JSON Lines (.jsonl, "
+                                              "read line by line), or pass --loader-option max_bytes=N")
     try:
         return data.decode("utf-8-sig", errors=errors)
     except UnicodeDecodeError as exc:
@@ -113,9 +193,15 @@ def _read_text(path: Path, errors: str = "strict") -> str:
                         hint=INVALID_UTF8_HINT) from None
 
 
-def json_array(path: Path, key: str = "", encoding_errors: str = "strict", skip_invalid: bool = False) -> Iterator[dict]:
+def json_array(path: Path, key: str = "", encoding_errors: str = "strict", skip_invalid: bool = False,
+               max_bytes: int = MAX_JSON_BYTES) -> Iterator[dict]:
     """A JSON file holding an array of objects (or an object whose ``key`` holds the array)."""
-    text = _read_text(path, encoding_errors)
+    _check_text("json", "key", key)
+    _check_choice("json", "encoding_errors", encoding_errors, ENCODING_ERRORS)
+    _check_count("json", "max_bytes", max_bytes)
+    check_readable(path)
+    _refuse_binary(path, "JSON text")
+    text = _read_text(path, encoding_errors, max_bytes)
     if not text.strip():
         raise DataError("the file is empty", path=str(path), hint="expected a JSON array of objects")
     try:
@@ -124,6 +210,9 @@ def json_array(path: Path, key: str = "", encoding_errors: str = "strict", skip_
         raise DataError(f"invalid JSON at column {exc.colno}: {exc.msg}", path=str(path), line=exc.lineno) from None
     except RecursionError:
         raise DataError("JSON nested too deeply", path=str(path)) from None
+    except MemoryError:
+        raise DataError("the JSON is too large to read whole", path=str(path),
+                        hint="convert the file to JSON Lines (.jsonl), which is read line by line") from None
     lone_escapes = bool(LONE_ESCAPE.search(text))
     if key:
         if not isinstance(data, dict) or key not in data:
@@ -162,15 +251,23 @@ json_array.suffixes = (".json",)
 
 
 def _delimited(path: Path, delimiter: str, encoding_errors: str = "strict",
-               skip_invalid: bool = False) -> Iterator[dict]:
+               skip_invalid: bool = False, max_line_bytes: int = MAX_LINE_BYTES, loader: str = "csv") -> Iterator[dict]:
+    _check_delimiter(loader, delimiter)
+    _check_choice(loader, "encoding_errors", encoding_errors, ENCODING_ERRORS)
+    _check_count(loader, "max_line_bytes", max_line_bytes)
+    check_readable(path)
+    _refuse_binary(path, "CSV text" if loader == "csv" else "TSV text")
     csv.field_size_limit(min(sys.maxsize, MAX_CSV_FIELD))
-    lines = _Lines(path, encoding_errors, skip_invalid)
+    lines = _Lines(path, encoding_errors, skip_invalid, max_line_bytes)
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
         raise DataError("the file is empty", path=str(path), hint="the first line must name the columns") from None
     except csv.Error as exc:
+        if lines.cr_only:
+            raise DataError("the file uses old Mac line ends (CR only): its lines run together into one",
+                            path=str(path), line=1, hint=CR_ONLY_HINT) from None
         raise DataError(f"malformed header: {exc}", path=str(path), line=1) from None
     header = [name.strip() for name in header]
     duplicates = {name for name in header if header.count(name) > 1}
@@ -186,8 +283,13 @@ def _delimited(path: Path, delimiter: str, encoding_errors: str = "strict",
             return
         except csv.Error as exc:
             where = "" if lines.line_no == first_line else f" (the record starts on line {first_line})"
-            row, error = [], DataError(f"malformed CSV: {exc}{where}", path=str(path), line=lines.line_no,
-                                       hint="check the quoting; " + SKIP_HINT)
+            if lines.cr_only:
+                row, error = [], DataError("the line holds carriage returns (CR) without line feeds: the file seems "
+                                           "to use old Mac line ends (CR only)", path=str(path), line=lines.line_no,
+                                           hint=CR_ONLY_HINT)
+            else:
+                row, error = [], DataError(f"malformed CSV: {exc}{where}", path=str(path), line=lines.line_no,
+                                           hint="check the quoting; " + SKIP_HINT)
         yield from lines.take_bad()
         if error is None and len(row) > len(header):
             error = DataError(f"{len(row)} fields but the header has {len(header)}", path=str(path),
@@ -212,17 +314,26 @@ class _Lines:
     left out instead of raised.
     """
 
-    def __init__(self, path: Path, errors: str = "strict", skip_invalid: bool = False):
+    def __init__(self, path: Path, errors: str = "strict", skip_invalid: bool = False,
+                 max_line_bytes: int = MAX_LINE_BYTES):
         self.path, self.errors, self.skip_invalid = path, errors, skip_invalid
+        self.max_line_bytes = max_line_bytes
         self.line_no = 0
+        self.cr_only = False  # the last line read holds a CR that no LF follows (old Mac line ends)
         self.bad: list[DataError] = []
 
     def __iter__(self) -> Iterator[str]:
-        with open(self.path, "rb") as handle:
-            for line_no, raw in enumerate(handle, start=1):
+        with open_for_reading(self.path) as handle:
+            lines = bounded_lines(handle, self.path, self.max_line_bytes, hint=LONG_LINE_HINT)
+            for line_no, raw in enumerate(lines, start=1):
                 self.line_no = line_no
+                self.cr_only = b"\r" in raw.rstrip(b"\r\n")
                 try:
-                    yield _decode_line(raw, self.path, line_no, self.errors)
+                    text = _decode_line(raw, self.path, line_no, self.errors)
+                    if line_no > 1 and text.startswith("\ufeff"):
+                        raise DataError("a byte order mark (BOM, U+FEFF) starts the line: was another file appended "
+                                        "here?", path=str(self.path), line=line_no, hint=BOM_HINT)
+                    yield text
                 except DataError as exc:
                     if not self.skip_invalid or line_no == 1:
                         raise
@@ -235,39 +346,68 @@ class _Lines:
 
 
 def csv_file(path: Path, delimiter: str = ",", encoding_errors: str = "strict",
-             skip_invalid: bool = False) -> Iterator[dict]:
+             skip_invalid: bool = False, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[dict]:
     """Comma-separated values with a header line (quoted fields may span lines)."""
-    return _delimited(path, delimiter, encoding_errors, skip_invalid)
+    return _delimited(path, delimiter, encoding_errors, skip_invalid, max_line_bytes, loader="csv")
 
 
 csv_file.suffixes = (".csv",)
 
 
-def tsv(path: Path, encoding_errors: str = "strict", skip_invalid: bool = False) -> Iterator[dict]:
+def tsv(path: Path, encoding_errors: str = "strict", skip_invalid: bool = False,
+        max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[dict]:
     """Tab-separated values with a header line."""
-    return _delimited(path, "\t", encoding_errors, skip_invalid)
+    return _delimited(path, "\t", encoding_errors, skip_invalid, max_line_bytes, loader="tsv")
 
 
 tsv.suffixes = (".tsv", ".tab")
 
 
 def parquet(path: Path, batch_size: int = 4096) -> Iterator[dict]:
-    """An Apache Parquet file, read in batches."""
+    """An Apache Parquet file, read in batches, one row group after the other.
+
+    A corrupt page is one DataError naming the file and the row group (the rows before it
+    have been read; a Parquet file cannot be skipped into past a broken page).
+    """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    _check_count("parquet", "batch_size", batch_size)
+    check_readable(path)
     try:
         handle = pq.ParquetFile(path)
     except Exception as exc:
-        raise DataError(f"not a readable Parquet file ({exc})", path=str(path)) from None
-    for batch in handle.iter_batches(batch_size=batch_size):
-        yield from batch.to_pylist()
+        raise DataError(f"not a readable Parquet file ({_first_line(exc)})", path=str(path)) from None
+    rows = 0
+    for group in range(handle.metadata.num_row_groups):
+        batches = handle.iter_batches(batch_size=batch_size, row_groups=[group])
+        while True:
+            try:
+                batch = next(batches, None)
+                records = batch.to_pylist() if batch is not None else None
+            except (OSError, pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+                if isinstance(exc, OSError) and exc.errno is not None:
+                    raise DataError(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
+                raise DataError(f"corrupt or unreadable Parquet data in row group {group} (rows from {rows}): {_first_line(exc)}",
+                                path=str(path), hint="the file is damaged: write it again from its source") from None
+            if records is None:
+                break
+            rows += len(records)
+            yield from records
 
 
 parquet.suffixes = (".parquet", ".pq")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def hf_disk(path: Path, split: str = "train") -> Iterator[dict]:
     """A folder written by ``datasets`` ``save_to_disk`` (a Dataset or a DatasetDict split)."""
+    _check_text("hf_disk", "split", split)
+    check_readable(path, folder=True, what="hf_disk loader (a datasets save_to_disk folder)")
     try:
         from datasets import load_from_disk
     except ImportError:
@@ -275,14 +415,15 @@ def hf_disk(path: Path, split: str = "train") -> Iterator[dict]:
     try:
         data = load_from_disk(str(path))
     except Exception as exc:
-        raise DataError(f"not a readable datasets folder ({exc})", path=str(path)) from None
+        raise DataError(f"not a readable datasets folder ({_first_line(exc)})", path=str(path)) from None
     if hasattr(data, "keys") and not hasattr(data, "features"):
         if split not in data:
             raise DataError(f"no split {split!r}; splits: {', '.join(data.keys())}", path=str(path),
                             hint="choose one with --loader-option split=NAME")
         data = data[split]
-    for record in data:
-        yield dict(record)
+    with reading(path, "datasets folder"):
+        for record in data:
+            yield dict(record)
 
 
 def _is_datasets_folder(path: Path) -> bool:

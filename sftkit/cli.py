@@ -6,15 +6,17 @@ and exit 2; ``SFTKIT_DEBUG=1`` shows the traceback instead.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
+import io
 import sys
 from typing import Any, Callable
 
 import click
 
 from sftkit import __version__
-from sftkit.errors import SftkitError, UsageError
+from sftkit.errors import SftkitError, UsageError, os_hint, os_reason
 
 # command name -> "module:attribute" of a click command
 COMMANDS = {
@@ -26,6 +28,11 @@ COMMANDS = {
 }
 
 EXIT_INTERNAL = 3
+
+# OSErrors that describe the machine (disk, permissions, file system), not an sftkit bug: exit 2
+# even where no read or write named its file first (errno.ENOENT and the like stay bugs).
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+                                errno.EIO})
 
 
 class LazyGroup(click.Group):
@@ -167,7 +174,7 @@ def render_options(func: Callable) -> Callable:
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: run the CLI, turning user errors into one message and exit code 2."""
-    from sftkit.console import err_console, plain
+    from sftkit.console import err_console, plain, visible
     from sftkit.io import clear_protected
     from sftkit.registry import debug_enabled
 
@@ -190,19 +197,40 @@ def main(argv: list[str] | None = None) -> Any:
         err_console.print(plain("aborted", "red"))
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        # click's own messages quote option values and paths: show them inert as well.
+        shown = io.StringIO()
+        exc.show(file=shown)
+        sys.stderr.write(visible(shown.getvalue()))
+        sys.stderr.flush()
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print(plain("interrupted", "red"))
         sys.exit(130)
+    except OSError as exc:
+        # A full disk, a read-only or forbidden path, a failing device: the machine's state, not
+        # an sftkit bug (most writes and reads name their file earlier; this is the safety net).
+        if debug_enabled():
+            raise
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            _internal_error(exc)
+        what = f"{exc.filename}: " if exc.filename else ""
+        err_console.print(plain(f"error: {what}{os_reason(exc)}", "bold red"))
+        err_console.print(plain(f"  hint: {os_hint(exc)}; a file being written may be incomplete", "yellow"))
+        sys.exit(SftkitError.exit_code)
     except Exception as exc:  # an sftkit or plugin bug: one line, the traceback on request
         if debug_enabled():
             raise
-        err_console.print(plain(f"internal error: {type(exc).__name__}: {exc}", "bold red"))
-        err_console.print(plain("  rerun with SFTKIT_DEBUG=1 for the traceback, and please report it", "yellow"))
-        sys.exit(EXIT_INTERNAL)
+        _internal_error(exc)
+
+
+def _internal_error(exc: BaseException) -> None:
+    from sftkit.console import err_console, plain
+
+    err_console.print(plain(f"internal error: {type(exc).__name__}: {exc}", "bold red"))
+    err_console.print(plain("  rerun with SFTKIT_DEBUG=1 for the traceback, and please report it", "yellow"))
+    sys.exit(EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

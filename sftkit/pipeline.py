@@ -118,9 +118,10 @@ def load_records(request: DataRequest, registry: Registry | None = None, *,
 
 
 def _read(request: DataRequest, named: DatasetSpec | None, registry: Registry, skipped: list) -> Iterator[dict]:
+    from sftkit.io import check_readable
+
     path = Path(request.path)
-    if not path.exists():
-        raise DataError("no such file or folder", path=str(path))
+    check_readable(path, folder=path.is_dir())
     loader = request.loader or (named.loader if named else None)
     options = {**(named.loader_options if named else {}), **request.loader_options}
     read = choose_loader(path, loader, options, registry)

@@ -43,7 +43,7 @@ def command(data, request, render, count, start, fmt):
     from rich.rule import Rule
     from rich.text import Text
 
-    from sftkit.console import console, err_console, plain, print_skipped
+    from sftkit.console import console, err_console, inert_json, plain, print_skipped
     from sftkit.pipeline import prepare
 
     prepared = prepare(request.for_path(data), render)
@@ -59,7 +59,7 @@ def command(data, request, render, count, start, fmt):
             rows = token_rows(tok, tokenizer)
             out["examples"].append({"row": example.row, "trained": tok.num_trained,
                                     "masked": len(rows) - tok.num_trained, "truncated": tok.truncated, "tokens": rows})
-        click.echo(json.dumps(out, ensure_ascii=False, indent=1))
+        click.echo(inert_json(json.dumps(out, ensure_ascii=False, indent=1)))
         return
     err_console.print(plain(f"{prepared.note}; template {prepared.template_name}, masking {prepared.masking_name}, "
                             f"model {render.model}", "dim"))
@@ -79,7 +79,7 @@ def command(data, request, render, count, start, fmt):
             for r in rows:
                 mark = "T" if r["trained"] else "M"
                 w = "" if r["weight"] in (0.0, 1.0) else f" w={r['weight']:g}"
-                click.echo(f"{mark} {r['id']:>6} {json.dumps(r['text'], ensure_ascii=False)}{w}")
+                click.echo(f"{mark} {r['id']:>6} {inert_json(json.dumps(r['text'], ensure_ascii=False))}{w}")
             continue
         console.print(Rule(plain(header), style="dim"))
         line = Text()
@@ -88,10 +88,10 @@ def command(data, request, render, count, start, fmt):
             style = shades[r["index"] % 2]
             piece = r["text"]
             if "\n" in piece:
-                line.append(piece.replace("\n", "↵"), style=style)
+                line.append(plain(piece.replace("\n", "↵"), style))
                 line.append("\n" * piece.count("\n"))
             else:
-                line.append(piece, style=style)
+                line.append(plain(piece, style))
         console.print(line)
     if fmt == "plain":
         return

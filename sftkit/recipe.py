@@ -268,16 +268,12 @@ def _check_value(key: str, value: Any, source: str) -> Any:
 
 def load_recipe_file(path: str | Path) -> dict[str, Any]:
     """Read a recipe YAML (safe loader, no aliases) into a dict of checked settings."""
-    from sftkit.spec import safe_yaml
+    from sftkit.spec import read_yaml_text, safe_yaml
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UsageError(f"recipe {path} does not exist", hint="pass a recipe YAML file, or use flags only")
-    try:
-        text = path.read_text("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"invalid UTF-8 at byte {exc.start}", path=str(path)) from None
-    data = safe_yaml(text, str(path))
+    data = safe_yaml(read_yaml_text(path), str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -233,6 +233,10 @@ def builtin_spec_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+MAX_SPEC_BYTES = 16 * 2**20  # a spec is a page of YAML: anything larger is not one
+MAX_YAML_DEPTH = 100  # nesting levels of a spec or recipe (real ones use 3)
+
+
 def format_template(fmt: str) -> str:
     """The template of the built-in spec named after a format (``messages`` -> ``chatml``)."""
     text = resources.files("sftkit.datasets_spec").joinpath(f"{fmt}.yaml").read_text("utf-8")
@@ -244,14 +248,20 @@ def format_template(fmt: str) -> str:
 
 def load_spec(name_or_path: str | DatasetSpec) -> DatasetSpec:
     """A spec by built-in name (``alpaca``), from a YAML file path, or a copy of a given spec."""
+    from sftkit.io import check_readable, describe_file
+
     if isinstance(name_or_path, DatasetSpec):
         return copy.deepcopy(name_or_path)
     path = Path(name_or_path)
     names = builtin_spec_names()
     if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
+        if not path.exists():
             raise UsageError(f"spec file {name_or_path} does not exist")
-        text = _read_yaml_text(path)
+        if not path.is_file():  # a folder, a FIFO (it would hang), a device (/dev/zero never ends)
+            raise UsageError(f"spec file {name_or_path} does not exist as a regular file: it is "
+                             f"{describe_file(path)}", hint="give the path of a YAML spec file")
+        check_readable(path, what="spec")
+        text = read_yaml_text(path)
         source = str(path)
     else:
         if name_or_path not in names:
@@ -263,8 +273,12 @@ def load_spec(name_or_path: str | DatasetSpec) -> DatasetSpec:
     return spec_from_dict(safe_yaml(text, source), source)
 
 
-def _read_yaml_text(path: Path) -> str:
-    data = path.read_bytes()
+def read_yaml_text(path: Path) -> str:
+    """The text of a spec or recipe file: a regular file of at most ``MAX_SPEC_BYTES``, strict
+    UTF-8 (a BOM is accepted); a bad byte is a DataError naming the file and the line."""
+    from sftkit.io import read_bounded
+
+    data = read_bounded(path, MAX_SPEC_BYTES, hint="a spec or recipe is a short YAML file: is this the right file?")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -273,81 +287,219 @@ def _read_yaml_text(path: Path) -> str:
 
 
 def safe_yaml(text: str, source: str) -> Any:
-    """Parse YAML with the safe loader; aliases are refused (no billion-laughs expansion)."""
+    """Parse YAML with the safe loader; aliases are refused (no billion-laughs expansion), and so
+    is nesting deeper than ``MAX_YAML_DEPTH``. Every parse problem is one DataError naming
+    ``source`` (and the line where known)."""
     import yaml
 
     class NoAliasLoader(yaml.SafeLoader):
+        depth = 0
+
         def compose_node(self, parent, index):  # type: ignore[override]
             if self.check_event(yaml.events.AliasEvent):
                 event = self.peek_event()
                 raise DataError("YAML aliases (*name) are not allowed", path=source,
                                 line=event.start_mark.line + 1, hint="write the value out in full")
-            return super().compose_node(parent, index)
+            self.depth += 1
+            try:
+                if self.depth > MAX_YAML_DEPTH:
+                    event = self.peek_event()
+                    raise DataError(f"YAML nested deeper than {MAX_YAML_DEPTH} levels", path=source,
+                                    line=event.start_mark.line + 1, hint="a spec or recipe needs a few levels at most")
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
 
     try:
         return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.reader.ReaderError as exc:  # a control character or invalid text, by character position
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise DataError(f"invalid YAML: unacceptable character #x{char:04x}: {exc.reason}", path=source,
+                        line=text.count("\n", 0, max(exc.position, 0)) + 1, hint="remove the control character (write it as an escape in a double-quoted string)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise DataError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=source,
+        raise DataError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", path=source,
                         line=mark.line + 1 if mark else None) from None
+    except RecursionError:
+        raise DataError("YAML nested too deeply", path=source) from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date such as 2024-13-01
+        raise DataError(f"invalid YAML value: {exc}", path=source,
+                        hint="quote a value that only looks like a date or number ('2024-13-01')") from None
+
+
+# -- checking a parsed spec -------------------------------------------------------------------
+
+SCALARS = (str, int, float, bool)
+QUOTE_HINT = "YAML reads unquoted yes/no/on/off/true/false as booleans: write the value in quotes ('yes')"
+
+
+def _shape(value: Any) -> str:
+    """How a YAML value reads in words: a mapping, a list, a number, a boolean, ..."""
+    if value is None:
+        return "empty (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        return f"the text {value!r}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__} ({value})"
+
+
+class _Checker:
+    """Shape checks of one spec's values, each error naming the spec file and the key."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, key: str, message: str, hint: str | None = None) -> DataError:
+        return DataError(message, path=self.source, field=key, hint=hint)
+
+    def text(self, data: dict, key: str, *, optional: bool = True, scalar_ok: bool = False) -> str | None:
+        value = data.get(key)
+        if value is None and optional:
+            return None
+        if isinstance(value, str):
+            return value
+        if scalar_ok and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise self.fail(key, f"{key} must be text, got {_shape(value)}",
+                        QUOTE_HINT if isinstance(value, bool) else f"write {key}: \"...\"")
+
+    def choice(self, data: dict, key: str, choices: tuple, default: str) -> str:
+        value = data.get(key, default)
+        if value is None:
+            value = default
+        if not isinstance(value, str):
+            raise self.fail(key, f"{key} must be one of {', '.join(choices)}, got {_shape(value)}")
+        if value not in choices:
+            raise self.fail(key, f"unknown {key} {value!r}", f"{key}s: " + ", ".join(choices))
+        return value
+
+    def mapping(self, data: dict, key: str) -> dict:
+        value = data.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, f"{key} must be a mapping (key: value lines), got {_shape(value)}")
+        for name in value:
+            if not isinstance(name, str):
+                raise self.fail(key, f"{key}: the key {name!r} must be text, got {_shape(name)}",
+                                QUOTE_HINT if isinstance(name, bool) or name is None else None)
+        return value
+
+    def options(self, data: dict, key: str, nested: bool) -> dict:
+        """``loader_options`` (``nested=False``: name -> value) or ``validators``/``constraints``
+        (``nested=True``: name -> {option: value}); values are scalars or lists of scalars."""
+        value = self.mapping(data, key)
+        groups = value.items() if nested else [(None, value)]
+        for group, options in groups:
+            where = f"{key}.{group}" if group is not None else key
+            if nested:
+                if options is None:
+                    continue
+                if not isinstance(options, dict):
+                    raise self.fail(key, f"{where} must be a mapping of options to values, got {_shape(options)}",
+                                    f"e.g. {key}: {{{group}: {{option: value}}}}")
+            for option, setting in options.items():
+                if not isinstance(option, str):
+                    raise self.fail(key, f"{where}: the option {option!r} must be text, got {_shape(option)}")
+                ok = setting is None or isinstance(setting, SCALARS) or (
+                    isinstance(setting, list) and all(isinstance(x, SCALARS) for x in setting))
+                if not ok:
+                    raise self.fail(key, f"{where}.{option} must be a single value (text, a number, true/false) "
+                                         f"or a list of them, got {_shape(setting)}")
+        return {k: (dict(v) if isinstance(v, dict) else {}) for k, v in value.items()} if nested else dict(value)
 
 
 def spec_from_dict(data: Any, source: str = "<spec>") -> DatasetSpec:
-    """Build and check a DatasetSpec from parsed YAML."""
+    """Build and check a DatasetSpec from parsed YAML.
+
+    Every key's value is checked for its shape (text, a mapping, a list of labels, ...); a
+    wrong one is one DataError naming the spec file and the key.
+    """
     import difflib
 
+    check = _Checker(source)
     if not isinstance(data, dict):
-        raise DataError("a spec must be a mapping of keys to values", path=source)
+        raise DataError(f"a spec must be a mapping of keys to values, got {_shape(data)}", path=source)
     for key in data:
         if key not in SPEC_KEYS:
             close = difflib.get_close_matches(str(key), SPEC_KEYS, n=1)
             raise DataError(f"unknown spec key {key!r}", path=source,
                             hint=f"did you mean {close[0]!r}?" if close else "keys: " + ", ".join(SPEC_KEYS))
-    fmt = data.get("format", "alpaca")
-    if fmt not in FORMATS:
-        raise DataError(f"unknown format {fmt!r}", path=source, field="format", hint="formats: " + ", ".join(FORMATS))
+    fmt = check.choice(data, "format", FORMATS, "alpaca")
     columns = dict(DEFAULT_COLUMNS[fmt])
-    given = data.get("columns") or {}
-    if not isinstance(given, dict):
-        raise DataError("columns must map canonical fields to source columns", path=source, field="columns")
-    for canonical, column in given.items():
+    given = data.get("columns")
+    if given is not None and not isinstance(given, dict):
+        raise check.fail("columns", f"columns must map canonical fields to source columns, got {_shape(given)}",
+                         "e.g. columns: {input: content, output: label}")
+    for canonical, column in (given or {}).items():
         if canonical not in CANONICAL_FIELDS:
             raise DataError(f"unknown canonical field {canonical!r}", path=source, field="columns",
                             hint="fields: " + ", ".join(CANONICAL_FIELDS))
         if column is None:
             columns.pop(canonical, None)
-        else:
+        elif isinstance(column, str) or (isinstance(column, int) and not isinstance(column, bool)):
             columns[canonical] = str(column)
-    task = data.get("task", "generation")
-    if task not in TASKS:
-        raise DataError(f"unknown task {task!r}", path=source, field="task", hint="tasks: " + ", ".join(TASKS))
-    labels = data.get("labels") or []
-    if not isinstance(labels, list) or not all(isinstance(x, (str, int)) for x in labels):
-        raise DataError("labels must be a list of strings", path=source, field="labels")
-    for key in ("constraints", "validators", "loader_options"):
-        if not isinstance(data.get(key) or {}, dict):
-            raise DataError(f"{key} must be a mapping", path=source, field=key)
-    severity = data.get("severity") or {}
-    if not isinstance(severity, dict) or any(v not in SEVERITY_LEVELS for v in severity.values()):
-        raise DataError("severity must map issue codes to " + " | ".join(SEVERITY_LEVELS), path=source, field="severity")
-    instruction = data.get("instruction")
-    if instruction is not None and not isinstance(instruction, str):
-        raise DataError("instruction must be a string", path=source, field="instruction")
+        else:
+            raise check.fail("columns", f"columns.{canonical} must name one source column (text), got "
+                                        f"{_shape(column)}", QUOTE_HINT if isinstance(column, bool) else None)
+    task = check.choice(data, "task", TASKS, "generation")
+    labels = data.get("labels")
+    if labels is None:
+        labels = []
+    if not isinstance(labels, list):
+        raise check.fail("labels", f"labels must be a list of strings, got {_shape(labels)}",
+                         "e.g. labels: [positive, negative, neutral]")
+    for label in labels:
+        if isinstance(label, bool):
+            raise check.fail("labels", f"labels must be a list of strings, but one is the boolean {str(label).lower()} "
+                                       f"(YAML reads an unquoted yes, no, on, off, true or false as one)",
+                             "write such labels in quotes: labels: ['yes', 'no']")
+        if not isinstance(label, (str, int, float)):
+            raise check.fail("labels", f"labels must be a list of strings, got {_shape(label)} in the list")
+    constraints = check.options(data, "constraints", nested=True)
+    for name, rules in constraints.items():
+        if name not in CANONICAL_FIELDS:
+            raise check.fail("constraints", f"constraints: unknown canonical field {name!r}",
+                             "fields: " + ", ".join(CANONICAL_FIELDS))
+        minimum = rules.get("min_length")
+        if minimum is not None and (isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 0):
+            raise check.fail("constraints", f"constraints.{name}.min_length must be a whole number of 0 or more, "
+                                            f"got {_shape(minimum)}")
+    validators = check.options(data, "validators", nested=True)
+    loader_options = check.options(data, "loader_options", nested=False)
+    severity = {}
+    for code, level in check.mapping(data, "severity").items():
+        if level is False:  # an unquoted off (or false) is YAML's boolean false: it means "off"
+            level = "off"
+        if level not in SEVERITY_LEVELS:
+            raise check.fail("severity", f"severity.{code} is {_shape(level)}: severity must map issue codes to "
+                                         + " | ".join(SEVERITY_LEVELS),
+                             f"an unquoted on/yes/true is a YAML boolean: write the level, e.g. {code}: warning "
+                             f"(an unquoted off or false is read as off)" if level is True else None)
+        severity[code] = level
+    check.text(data, "source", scalar_ok=True)  # checked; a spec's source is where it was read from
     return DatasetSpec(
-        name=str(data.get("name") or Path(source).stem),
+        name=check.text(data, "name", scalar_ok=True) or Path(source).stem,
         format=fmt,
         columns=columns,
-        instruction=instruction,
-        system=data.get("system"),
+        instruction=check.text(data, "instruction"),
+        system=check.text(data, "system"),
         task=task,
         labels=[str(x) for x in labels],
-        template=data.get("template"),
-        constraints=data.get("constraints") or {},
-        validators=data.get("validators") or {},
-        severity={str(k): str(v) for k, v in severity.items()},
-        description=str(data.get("description") or ""),
-        loader=data.get("loader"),
-        loader_options=data.get("loader_options") or {},
+        template=check.text(data, "template"),
+        constraints=constraints,
+        validators=validators,
+        severity=severity,
+        description=check.text(data, "description", scalar_ok=True) or "",
+        loader=check.text(data, "loader"),
+        loader_options=loader_options,
         source=source,
     )
 

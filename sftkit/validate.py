@@ -67,14 +67,15 @@ def command(ctx, data, request, render, no_tokenizer, eval_data, report_dir, jso
     import dataclasses
 
     from sftkit.console import err_console, plain, print_skipped
-    from sftkit.io import atomic_write_json, check_not_input, protect_inputs
+    from sftkit.io import check_writable_dir, check_writable_file, protect_inputs
     from sftkit.pipeline import DEFAULT_MAX_LENGTH, prepare
     from sftkit.reporting import write_reports
     from sftkit.validation import ValidationSettings, failed, resolve_validators, run_validation
 
     protect_inputs([data, eval_data, request.spec])
+    check_writable_dir(report_dir, "--report-dir")
     if json_path:
-        check_not_input(json_path, "--json")
+        check_writable_file(json_path, "--json")
     settings = ValidationSettings(only=tuple(parse_names(only)), skip=tuple(parse_names(skip)),
                                   validator_options=parse_component_options(validator_options, "--validator-option",
                                                                                       "quality"),
@@ -85,9 +86,7 @@ def command(ctx, data, request, render, no_tokenizer, eval_data, report_dir, jso
         lambda spec: resolve_validators(spec, settings.only, settings.skip, settings.validator_options)])
     evals = prepared.more(request.for_path(eval_data)) if eval_data else None
     result = run_validation(prepared, settings, eval_data=evals)
-    written = write_reports(result, report_dir, prepared.registry)
-    if json_path:
-        written.append(atomic_write_json(json_path, result.data))
+    written = write_reports(result, report_dir, prepared.registry, json_copy=json_path)
     print_summary(result)
     print_skipped([error["message"] for error in result.data["dataset"]["skipped_lines"]])
     if written:
@@ -123,9 +122,9 @@ def print_summary(result) -> None:
         rows = issue["rows"]
         line = Text()
         line.append(f"{issue['severity']:<7} ", style=SEVERITY_STYLE[issue["severity"]])
-        line.append(f"{issue['validator']}.{issue['code']}", style="bold")
+        line.append(plain(f"{issue['validator']}.{issue['code']}", "bold"))
         line.append(" ")
-        line.append(issue["message"])
+        line.append(plain(issue["message"]))
         console.print(line)
         if rows:
             shown = ", ".join(map(str, rows[:8])) + (f", … ({len(rows)} rows)" if len(rows) > 8 else "")

@@ -112,11 +112,12 @@ def open_examples(path, skipped=None, **fields):
     return opened.spec, opened.note, examples()
 
 
-def read_records(path, **fields):
-    """The raw records of a file, through the loader the commands would choose."""
+def read_records(path, skipped=None, **fields):
+    """The raw records of a file, through the loader the commands would choose (broken lines left
+    out with ``skip_invalid=True`` are appended to ``skipped``)."""
     from sftkit.pipeline import load_records
 
-    return load_records(data_request(path, **fields))
+    return load_records(data_request(path, **fields), skipped=skipped)
 
 
 def prepared_for(path, *, model=None, tokenizer=None, **fields):

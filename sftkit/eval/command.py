@@ -57,15 +57,16 @@ def command(model, data, request, template, template_options, metrics, metric_op
     from sftkit.console import err_console, plain, print_skipped
     from sftkit.eval.engine import EvalSettings, run_eval
     from sftkit.eval.printing import print_summary
-    from sftkit.io import atomic_write_json, check_not_input, protect_inputs
+    from sftkit.io import check_writable_dir, check_writable_file, protect_inputs
     from sftkit.pipeline import RenderSettings
     from sftkit.registry import get_registry
     from sftkit.reporting import write_reports
     from sftkit.types import Result
 
     protect_inputs([data, request.spec])
+    check_writable_dir(report_dir, "--report-dir")
     if json_path:
-        check_not_input(json_path, "--json")
+        check_writable_file(json_path, "--json")
     settings = EvalSettings(
         model=model, compare=compare, no_compare=no_compare,
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
@@ -77,7 +78,5 @@ def command(model, data, request, template, template_options, metrics, metric_op
     print_summary(result)
     print_skipped([error["message"] for error in result.get("skipped_lines", [])])
     report = Result("eval", f"sftkit eval: {result['models']['tuned']['name']} on {Path(data).name}", result)
-    written = write_reports(report, report_dir, get_registry())
-    if json_path:
-        written.append(atomic_write_json(Path(json_path), result))
+    written = write_reports(report, report_dir, get_registry(), json_copy=json_path)
     err_console.print(plain("reports: " + ", ".join(str(p) for p in written if p), "dim"))

@@ -64,7 +64,7 @@ def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
     import torch
     from accelerate import Accelerator
 
-    from sftkit.io import check_not_input, protect_inputs
+    from sftkit.io import check_not_input, check_writable_dir, protect_inputs
     from sftkit.runs import claim_run_folder
     from sftkit.train.model import mixed_precision
 
@@ -79,6 +79,7 @@ def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
     if accelerator.is_main_process:
         protect_inputs([d.path for d in recipe.data] + [d.spec for d in recipe.data] + [recipe.eval_data, recipe.spec])
         check_not_input(out, "--output-dir", folder=True)
+        check_writable_dir(out, "--output-dir")
         claim = claim_run_folder(out)
     try:
         checkpoint = _start_folder(recipe, accelerator, out, resume, say)
