@@ -1,0 +1,55 @@
+"""The conformance check of reporters."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from sftkit.testing.common import call, start_check
+from sftkit.testing.samples import XSS, sample_results
+from sftkit.types import Result
+
+ESCAPED_SUFFIXES = (".html", ".htm", ".md", ".markdown", ".svg")
+
+
+def check_reporter(
+    reporter: Any,
+    output_dir: str | Path,
+    *,
+    results: Sequence[Result] | None = None,
+    options: dict | None = None,
+) -> dict[str, Path | None]:
+    """Check a reporter writes each result kind (or declines one it does not handle with None).
+
+    Checked: the return value is None or an existing, non-empty file inside ``output_dir``; no
+    temporary file is left behind; HTML and Markdown output escapes a ``<script>`` string that
+    came from the data. Returns ``{result kind: path or None}``.
+    """
+    component, problems, bound = start_check("reporters", reporter, options)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path | None] = {}
+    for result in results if results is not None else sample_results():
+        ok, path = call(problems, f"reporting a {result.kind!r} result", bound, result, output_dir)
+        if not ok:
+            continue
+        if path is None:
+            written[result.kind] = None
+            continue
+        if not isinstance(path, (str, Path)):
+            problems.add(f"{result.kind}: returned {type(path).__name__}, expected the path written or None")
+            continue
+        path = Path(path)
+        written[result.kind] = path
+        if not path.is_file() or path.stat().st_size == 0:
+            problems.add(f"{result.kind}: returned {path}, which is not a non-empty file")
+            continue
+        if output_dir.resolve() not in path.resolve().parents:
+            problems.add(f"{result.kind}: wrote {path} outside the output folder {output_dir}")
+        if path.suffix.lower() in ESCAPED_SUFFIXES and XSS in path.read_text("utf-8", "replace"):
+            problems.add(f"{result.kind}: {path.name} contains an unescaped <script> string from the data "
+                         "(escape every string that came from data, e.g. with html.escape)")
+    leftovers = [p.name for p in output_dir.rglob("*") if p.name.endswith(".tmp")]
+    if leftovers:
+        problems.add(f"temporary files left behind: {leftovers} (write with sftkit.io.atomic_write_text)")
+    problems.check()
+    return written
