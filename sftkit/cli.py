@@ -80,6 +80,25 @@ def parse_key_values(items: tuple[str, ...] | list[str], flag: str) -> dict[str,
     return out
 
 
+def parse_names(values: tuple[str, ...] | list[str]) -> list[str]:
+    """``("a,b", "c")`` -> ``["a", "b", "c"]`` (comma-separated, repeatable flags)."""
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def reporter_flags(func: Callable) -> Callable:
+    """--reporter and --no-reporter (as given: tuples of comma-separated names)."""
+    options = [
+        click.option("--reporter", "reporters", multiple=True, metavar="NAMES",
+                     help="Run only these reporters (comma-separated, repeatable); default: every reporter that "
+                          "declares itself default-on (the built-in json and html). `sftkit plugins` lists them."),
+        click.option("--no-reporter", "no_reporters", multiple=True, metavar="NAMES",
+                     help="Leave these reporters out (comma-separated, repeatable)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def parse_component_options(items: tuple[str, ...] | list[str], flag: str, example: str) -> dict[str, dict[str, str]]:
     """``("quality.near_dup_threshold=0.7",)`` -> ``{"quality": {"near_dup_threshold": "0.7"}}``: options of
     named components (``--validator-option``, ``--metric-option``); ``example`` names one such component."""

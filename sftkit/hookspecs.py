@@ -25,9 +25,14 @@ OPTIONAL_ATTRIBUTES: dict[str, dict[str, str]] = {
         "matches": "`matches(path) -> bool`: sftkit picks it for the paths it accepts (e.g. a folder layout)",
     },
     "templates": {
-        "markers": "the delimiter strings it renders (`### Response:`), for the validators' marker checks",
+        "markers": "the delimiter strings it renders, each written as it appears in context, leading space "
+                   "included (`\"### Response:\"` at a line start, `\" ASSISTANT:\"` after a space): the content "
+                   "check (`consistency`) looks for them stripped inside fields, the `tokenization` check compares "
+                   "their tokens where the template renders them with their tokens alone",
         "special_tokens": "delimiters to add to the tokenizer as special tokens with `--add-special-tokens`",
-        "jinja": "a Jinja chat template equivalent to the rendering, saved with trained models",
+        "jinja": "a Jinja chat template equivalent to the rendering, saved as the `chat_template` of trained "
+                 "models: a string, or `jinja(**options) -> str | None` called with the template's options (its "
+                 "defaults, then those set), for templates whose options change the text (a system prompt)",
     },
     "masking_strategies": {
         "default": "`True` on the one strategy used when none is chosen (the built-in `completion_only`)",
@@ -40,9 +45,17 @@ OPTIONAL_ATTRIBUTES: dict[str, dict[str, str]] = {
         "aggregate": "`aggregate(predictions, references, **options) -> dict[str, float]`: the corpus "
                      "aggregate when it is not the mean of the per-example scores (corpus BLEU)",
         "resampled": "`resampled(predictions, references, indices, **options) -> dict[str, array]`: the "
-                     "aggregate on each bootstrap resample; `indices` is a 2-D int array, one resample per row "
-                     "(for when calling `aggregate` per resample is slow)",
-        "describe": "`describe(**options) -> dict[str, str]`: settings shown in the report (BLEU's signature)",
+                     "aggregate on each bootstrap resample, for when calling `aggregate` per resample is slow; "
+                     "`indices` is a 2-D numpy int array of shape (resamples, examples), each row the example "
+                     "indices of one resample (drawn with replacement); return one value per row for each "
+                     "sub-metric of `aggregate`. For corpus BLEU, chrF or TER, "
+                     "`sftkit.corpus.resampled_corpus_score(metric, predictions, references, indices)` computes it "
+                     "from sacrebleu's statistics",
+        "describe": "`describe(**options) -> dict[str, str]`: what the metric computed, for the reader: each "
+                    "key and value is one setting row in the report and in eval.json `metric_info.<metric>` "
+                    "(beside `options`); by convention `definition` (one line: what the number means, and that "
+                    "it is a corpus score or a mean) and `signature` (a reproducibility string such as "
+                    "sacrebleu's); any other key is shown as is (BLEU: `signature`; exact_match: `mode`)",
         "input": "`\"label\"`: for classification data, score the output mapped to the spec's labels, "
                  "not the raw text",
         "default_for": "`{task: position}`: a default metric for these tasks (`classification`, `summarization`, "
@@ -50,7 +63,10 @@ OPTIONAL_ATTRIBUTES: dict[str, dict[str, str]] = {
         "headline": "sub-metric names that headline a report's summary (default: the first sub-metric of "
                     "the first metric)",
     },
-    "reporters": {},
+    "reporters": {
+        "default": "`True`: it runs when no `--reporter` is given (the built-in `json` and `html` declare it); a "
+                   "reporter without it runs only when named with `--reporter`",
+    },
 }
 
 
@@ -72,7 +88,13 @@ def register_templates(register):
 
     A template is ``template(example: Example, context: RenderContext, **options) ->
     list[Segment]``. The joined segment texts are the training text; the final assistant
-    turn ends with an ``end`` segment (the EOS or end-of-turn text).
+    turn ends with an ``end`` segment (the EOS or end-of-turn text). ``example.turns()``
+    gives every example as messages: a conversation's own, or for single-turn data an
+    optional system message (``example.system``), one user message whose content is
+    ``instruction + "\\n\\n" + input`` (the instruction alone without an input, the input
+    alone without an instruction; ``example.prompt_text()``), and one assistant message
+    (``example.output``). A template that wants the fields apart reads ``example.instruction``
+    and ``example.input`` directly.
     """
 
 
@@ -114,5 +136,14 @@ def register_reporters(register):
 
     A reporter is ``reporter(result: Result, output_dir: pathlib.Path, **options) ->
     pathlib.Path | None``. ``result.kind`` is "validate", "train" or "eval"; a reporter that
-    does not handle a kind returns None. Files are written atomically.
+    does not handle a kind returns None. ``result.data`` follows the kind's JSON Schema
+    (``sftkit/schemas/<kind>-<version>.json``, its version in ``data["schema_version"]``).
+    Files are written atomically (``sftkit.io.atomic_write_text``), inside ``output_dir``,
+    and named after the result kind (``eval.csv``, ``eval-examples.csv``) or after the
+    reporter itself (``csv-eval.txt``), so two reporters never write the same file.
+
+    Which reporters run: those named with ``--reporter NAME[,NAME]`` (the recipe key
+    ``reporters`` for train), else every reporter that declares ``default = True``; minus
+    those named with ``--no-reporter NAME`` (``no_reporters``). An unknown name exits 2
+    before any work starts.
     """

@@ -110,6 +110,12 @@ class Recipe:
         True,
         'run `sftkit validate` on the data first (`--no-validate` skips it); errors stop the run')
     trust_remote_code: bool = key(False, 'allow model code from the model folder')
+    reporters: list[str] | None = key(
+        None,
+        'the reporters that write the run\'s reports (train.html, train.json; the validation reports when '
+        'validation stops the run): `--reporter NAME[,NAME]`; default: every reporter that declares itself '
+        'default-on (the built-in `json` and `html`)')
+    no_reporters: list[str] = key(doc='reporters to leave out, as `--no-reporter NAME[,NAME]`', factory=list)
 
     def learning_rate(self) -> float:
         """The learning rate, defaulting by method."""

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import click
 
-from sftkit.cli import data_options, parse_component_options, parse_key_values, render_options
+from sftkit.cli import (data_options, parse_component_options, parse_key_values, parse_names, render_options,
+                        reporter_flags)
 from sftkit.errors import UsageError
 
 TOP_ISSUES = 12
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
-
-
-def parse_names(values: tuple[str, ...]) -> list[str]:
-    """``("a,b", "c")`` -> ``["a", "b", "c"]``."""
-    return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
 def parse_severities(items: tuple[str, ...]) -> dict[str, str]:
@@ -41,6 +37,7 @@ def parse_severities(items: tuple[str, ...]) -> dict[str, str]:
               help="Eval data to check for train/eval leakage (read with the same spec and columns).")
 @click.option("--report-dir", metavar="DIR", type=click.Path(file_okay=False), default="reports", show_default=True,
               help="Where the reports go (validate.html and validate.json from the built-in reporters).")
+@reporter_flags
 @click.option("--json", "json_path", metavar="PATH", type=click.Path(dir_okay=False),
               help="Also write the JSON report to PATH.")
 @click.option("--fail-on", type=click.Choice(["error", "warning"]), default="error", show_default=True,
@@ -56,8 +53,8 @@ def parse_severities(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--batch-size", metavar="N", type=click.IntRange(min=1), default=8, show_default=True,
               help="Batch size for the padding-waste figure.")
 @click.pass_context
-def command(ctx, data, request, render, no_tokenizer, eval_data, report_dir, json_path, fail_on, only, skip,
-            severities, validator_options, batch_size):
+def command(ctx, data, request, render, no_tokenizer, eval_data, report_dir, reporters, no_reporters, json_path,
+            fail_on, only, skip, severities, validator_options, batch_size):
     """Check a dataset before training: schema, quality, consistency, balance, tokenization, leakage.
 
     Prints a summary per validator and the top issues, writes an HTML and a JSON report, and
@@ -69,13 +66,15 @@ def command(ctx, data, request, render, no_tokenizer, eval_data, report_dir, jso
     from sftkit.console import err_console, plain, print_skipped
     from sftkit.io import check_writable_dir, check_writable_file, protect_inputs
     from sftkit.pipeline import DEFAULT_MAX_LENGTH, prepare
-    from sftkit.reporting import write_reports
+    from sftkit.registry import get_registry
+    from sftkit.reporting import choose_reporters, write_reports
     from sftkit.validation import ValidationSettings, failed, resolve_validators, run_validation
 
     protect_inputs([data, eval_data, request.spec])
     check_writable_dir(report_dir, "--report-dir")
     if json_path:
         check_writable_file(json_path, "--json")
+    chosen = choose_reporters(get_registry(), parse_names(reporters), parse_names(no_reporters))
     settings = ValidationSettings(only=tuple(parse_names(only)), skip=tuple(parse_names(skip)),
                                   validator_options=parse_component_options(validator_options, "--validator-option",
                                                                                       "quality"),
@@ -86,7 +85,7 @@ def command(ctx, data, request, render, no_tokenizer, eval_data, report_dir, jso
         lambda spec: resolve_validators(spec, settings.only, settings.skip, settings.validator_options)])
     evals = prepared.more(request.for_path(eval_data)) if eval_data else None
     result = run_validation(prepared, settings, eval_data=evals)
-    written = write_reports(result, report_dir, prepared.registry, json_copy=json_path)
+    written = write_reports(result, report_dir, prepared.registry, json_copy=json_path, reporters=chosen)
     print_summary(result)
     print_skipped([error["message"] for error in result.data["dataset"]["skipped_lines"]])
     if written:

@@ -28,6 +28,10 @@ def html(result: Result, output_dir: Path, filename: str = "") -> Path | None:
     return atomic_write_text(Path(output_dir) / (filename or f"{result.kind}.html"), page)
 
 
+json_report.default = True  # both run unless --reporter names others (or --no-reporter leaves them out)
+html.default = True
+
+
 @hookimpl
 def register_reporters(register):
     """The built-in reporters."""

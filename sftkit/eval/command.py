@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from sftkit.cli import data_options, parse_component_options, parse_key_values
+from sftkit.cli import data_options, parse_component_options, parse_key_values, parse_names, reporter_flags
 from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
 
 
@@ -41,11 +41,13 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
 @click.option("--seed", metavar="N", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--report-dir", metavar="DIR", type=click.Path(file_okay=False), default="reports/eval",
               show_default=True, help="Where the reports go (eval.html and eval.json from the built-in reporters).")
+@reporter_flags
 @click.option("--json", "json_path", metavar="PATH", type=click.Path(dir_okay=False), default=None,
               help="Also write the JSON result to PATH.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model folder (off by default).")
 def command(model, data, request, template, template_options, metrics, metric_options, compare, no_compare,
-            max_new_tokens, batch_size, limit, resamples, seed, report_dir, json_path, trust_remote_code):
+            max_new_tokens, batch_size, limit, resamples, seed, report_dir, reporters, no_reporters, json_path,
+            trust_remote_code):
     """Generate with a model (and a base model), score, and compare with confidence intervals.
 
     Prompts are rendered exactly as in training minus the response; generation is greedy,
@@ -60,13 +62,14 @@ def command(model, data, request, template, template_options, metrics, metric_op
     from sftkit.io import check_writable_dir, check_writable_file, protect_inputs
     from sftkit.pipeline import RenderSettings
     from sftkit.registry import get_registry
-    from sftkit.reporting import write_reports
+    from sftkit.reporting import choose_reporters, write_reports
     from sftkit.types import Result
 
     protect_inputs([data, request.spec])
     check_writable_dir(report_dir, "--report-dir")
     if json_path:
         check_writable_file(json_path, "--json")
+    chosen = choose_reporters(get_registry(), parse_names(reporters), parse_names(no_reporters))
     settings = EvalSettings(
         model=model, compare=compare, no_compare=no_compare,
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
@@ -78,5 +81,5 @@ def command(model, data, request, template, template_options, metrics, metric_op
     print_summary(result)
     print_skipped([error["message"] for error in result.get("skipped_lines", [])])
     report = Result("eval", f"sftkit eval: {result['models']['tuned']['name']} on {Path(data).name}", result)
-    written = write_reports(report, report_dir, get_registry(), json_copy=json_path)
+    written = write_reports(report, report_dir, get_registry(), json_copy=json_path, reporters=chosen)
     err_console.print(plain("reports: " + ", ".join(str(p) for p in written if p), "dim"))

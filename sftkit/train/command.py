@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from sftkit.cli import data_flags, parse_key_values, render_flags
+from sftkit.cli import data_flags, parse_key_values, parse_names, render_flags
 from sftkit.recipe import recipe_doc
 
 
@@ -44,6 +44,8 @@ from sftkit.recipe import recipe_doc
 @click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[CHECKPOINT]",
               help="Continue the run in --output-dir from its latest complete checkpoint (or the one given).")
 @click.option("--no-validate", "no_validate", is_flag=True, help=recipe_doc("validate"))
+@click.option("--reporter", "reporters", multiple=True, metavar="NAMES", help=recipe_doc("reporters"))
+@click.option("--no-reporter", "no_reporters", multiple=True, metavar="NAMES", help=recipe_doc("no_reporters"))
 @click.pass_context
 def command(ctx, recipe, resume, no_validate, **flags):
     """Fine-tune a model (LoRA or full) on sftkit's own tokens and labels.
@@ -58,6 +60,7 @@ def command(ctx, recipe, resume, no_validate, **flags):
     """
     from sftkit.console import err_console, plain, progress_disabled
     from sftkit.recipe import build_recipe
+    from sftkit.reporting import choose_reporters
     from sftkit.train.loop import train
 
     given = {name: value for name, value in flags.items()
@@ -68,6 +71,8 @@ def command(ctx, recipe, resume, no_validate, **flags):
             settings["data"] = list(value)
         elif name == "columns":
             settings["columns"] = parse_key_values(value, "--column")
+        elif name in ("reporters", "no_reporters"):
+            settings[name] = parse_names(value)
         elif name in ("loader_options", "template_options", "masking_options"):
             settings[name] = parse_key_values(value, "--" + name.replace("_options", "-option").replace("_", "-"))
         else:
@@ -81,6 +86,7 @@ def command(ctx, recipe, resume, no_validate, **flags):
         if saved.is_file():
             recipe = str(saved)
     resolved = build_recipe(recipe, settings)
+    choose_reporters(None, resolved.reporters or (), resolved.no_reporters)  # an unknown name exits 2 now
     result = train(resolved, resume=resume, progress=not progress_disabled(),
                    log=lambda msg: err_console.print(plain(msg, "dim")))
     if result:

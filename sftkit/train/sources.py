@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from sftkit.errors import SftkitError, UsageError
 from sftkit.recipe import Recipe
@@ -56,7 +56,8 @@ def load_training_data(recipe: Recipe, *, validate: bool, report_dir: Path | Non
     evals = first.more(recipe.eval_request()) if recipe.eval_data else None
     for item in prepared:
         item.load(keep_encodings=True)
-    validation = validate_sources(prepared, evals, report_dir if write_reports else None) if validate else None
+    validation = (validate_sources(prepared, evals, report_dir if write_reports else None,
+                                   reporters=(recipe.reporters or (), recipe.no_reporters)) if validate else None)
     sources, notes = [], []
     for item, source in zip(prepared, recipe.data):
         sources.append(_source(item, source.weight, recipe))
@@ -69,10 +70,12 @@ def load_training_data(recipe: Recipe, *, validate: bool, report_dir: Path | Non
     return TrainData(sources, eval_samples, first, notes, eval_stats, validation)
 
 
-def validate_sources(prepared: list, evals: Any, report_dir: Path | None) -> dict:
+def validate_sources(prepared: list, evals: Any, report_dir: Path | None,
+                     reporters: tuple[Sequence[str], Sequence[str]] = ((), ())) -> dict:
     """Run ``sftkit validate`` on each training file (the eval file checked for leakage with the
-    first); errors abort with the report's path."""
-    from sftkit.reporting import write_reports
+    first); errors abort with the report's path (``reporters``: the recipe's reporters and
+    no_reporters)."""
+    from sftkit.reporting import choose_reporters, write_reports
     from sftkit.validation import failed, run_validation
 
     summaries = {}
@@ -80,7 +83,8 @@ def validate_sources(prepared: list, evals: Any, report_dir: Path | None) -> dic
         result = run_validation(item, eval_data=evals if index == 0 else None)
         summaries[item.path] = result.data.get("summary", {})
         if failed(result, "error"):
-            written = write_reports(result, report_dir, item.registry) if report_dir is not None else []
+            chosen = choose_reporters(item.registry, *reporters)
+            written = write_reports(result, report_dir, item.registry, reporters=chosen) if report_dir is not None else []
             shown = next((p for p in written if p.suffix == ".html"), written[0] if written else None)
             raise ValidationFailed(
                 f"{item.path}: validation found {result.data['summary']['errors']} error(s); training did not start",

@@ -39,7 +39,10 @@ def llama2_inst(example, context):
     return segments
 
 
-llama2_inst.markers = ("[INST]", "[/INST]", "<<SYS>>", "<</SYS>>")
+# Markers as they appear in context: " [/INST]" and " <<SYS>>" follow a space, which the tokenizer
+# merges into their first token ("Ġ["); declared so, the content check still finds "[/INST]" in a
+# field and the tokenization check compares the tokens the model really sees.
+llama2_inst.markers = ("[INST]", " [/INST]", " <<SYS>>", "<</SYS>>")
 llama2_inst.special_tokens = ("[INST]", "[/INST]")
 
 
@@ -144,6 +147,9 @@ def markdown(result, output_dir: Path, filename: str = ""):
             rows = [[item.get(c) for c in columns] if isinstance(item, dict) else [item] for item in value]
             lines += ["", f"## {_md(key)}", ""] + _table(columns, rows)
     return atomic_write_text(Path(output_dir) / (filename or f"{result.kind}.md"), "\n".join(lines) + "\n")
+
+
+markdown.default = True  # runs with the built-in json and html unless --no-reporter markdown leaves it out
 
 
 def _md(value) -> str:
