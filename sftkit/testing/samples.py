@@ -34,19 +34,139 @@ def reference_segments(example: Example, eos: str = "</s>") -> list[Segment]:
 
 
 def sample_results() -> list[Result]:
-    """One small Result per kind (validate, train, eval), with data strings a report must escape."""
-    return [
-        Result("validate", f"validate {XSS}", {
-            "dataset": f"data/{XSS}.jsonl", "rows": 3, "passed": False,
-            "issues": [Issue("profanity", "bad_word", "warning", f"row text {XSS}", [1], {"word": XSS}).to_dict()],
-            "counts": {"error": 0, "warning": 1, "info": 0},
-        }),
-        Result("train", "train tiny-random", {
-            "model": "tiny-random", "steps": 2, "losses": [2.5, 2.25], "note": XSS,
-        }),
-        Result("eval", "eval", {
-            "metrics": {"exact_match": {"base": 0.25, "tuned": 0.75}},
-            "examples": [{"prompt": XSS, "prediction": "yes", "reference": "yes"}],
-        }),
-        Result("a_kind_this_reporter_does_not_know", "unknown kind", {"text": XSS}),
+    """One Result per kind (validate, train, eval) shaped exactly as the commands produce them,
+    plus one of a kind no reporter knows.
+
+    Each follows its JSON Schema (``sftkit.schemas``, ``schema_version`` included) and holds
+    every field the real commands write (sftkit's tests check both against real runs), and
+    data strings a report must escape (``XSS``). The eval result compares two models
+    (``tuned`` and ``base``) on classification data, so it has the optional parts too:
+    ``classification``, per-output ``label``/``rule``, ``difference`` and ``change``.
+    """
+    return [Result("validate", f"sftkit validate: {XSS}.jsonl", _validate_data()),
+            Result("train", "sftkit train: tiny-random (lora)", _train_data()),
+            Result("eval", f"sftkit eval: runs/{XSS} on test.jsonl", _eval_data()),
+            Result("a_kind_this_reporter_does_not_know", "unknown kind", {"text": XSS})]
+
+
+def _skipped(line: int) -> dict:
+    return {"line": line, "row": None, "message": f"line {line}: not valid JSON ({XSS})"}
+
+
+def _validate_data() -> dict:
+    issues = [
+        Issue("consistency", "template_marker_in_content", "error", f"'### Response:' appears in 1 row: {XSS}",
+              [1], {"marker": "### Response:"}).to_dict(),
+        Issue("quality", "short_output", "warning", "output shorter than 3 characters in 1 row", [0],
+              {"default_severity": "error"}).to_dict(),
+        Issue("balance", "class_imbalance", "info", "one label in 2 of 3 rows", [0, 2]).to_dict(),
     ]
+    return {
+        "schema_version": 1,
+        "summary": {"rows": 3, "errors": 1, "warnings": 1, "infos": 1},
+        "issues": issues,
+        "stats": {"tokenization": {"rows": 3, "max_length": 1024, "tokens_p50": 40.0, "lengths_sample": [38, 40, 52]},
+                  "leakage": {"skipped": "no eval data (--eval-data)"}},
+        "dataset": {"path": f"data/{XSS}.jsonl", "spec": "alpaca", "note": "detected format alpaca from the columns",
+                    "format": "alpaca", "task": "generation", "template": "alpaca", "masking": "completion_only",
+                    "max_length": 1024, "validators": ["consistency", "quality", "balance", "tokenization", "leakage"],
+                    "skipped_lines": [_skipped(4)]},
+        "examples": {"0": {"row": 0, "prompt": "Say hi\n\nplease", "response": "Hi", "input": "please",
+                           "label": "greeting"},
+                     "1": {"row": 1, "prompt": f"Repeat {XSS}", "response": f"### Response: {XSS}"},
+                     "2": {"row": 2, "prompt": "Name a colour.", "response": "Red."}},
+        "token_views": [{"row": 1, "reason": "template_marker_in_content",
+                         "tokens": [["Repeat", 0.0], [" <script>", 0.0], ["###", 1.0], ["</s>", 1.0]],
+                         "trained": 2, "length": 4}],
+        "timings": {"consistency": 0.01, "quality": 0.02, "balance": 0.0, "tokenization": 0.1, "leakage": 0.0},
+    }
+
+
+def _source_stats(rows: int) -> dict:
+    return {"rows": rows, "skipped_lines": 0, "used": rows, "dropped_no_trained_tokens": 0, "truncated": 0,
+            "tokens": 40 * rows, "trained_tokens": 4 * rows, "mean_length": 40.0, "max_length": 44}
+
+
+def _train_data() -> dict:
+    step = {"epoch": 0.5, "lr": 0.0002, "grad_norm": 0.7, "tokens": 320, "trained_tokens": 32, "seconds": 0.1,
+            "tokens_per_s": 3200.0, "trained_tokens_per_s": 320.0, "rank_trained_tokens": [32]}
+    return {
+        "schema_version": 1,
+        "run_dir": f"runs/{XSS}",
+        "summary": {"model": "tiny-random", "method": "lora", "steps": 2, "planned_steps": 2, "first_loss": 2.5,
+                    "final_loss": 2.25, "best_eval_loss": 2.4, "stopped_early": False, "tokens": 640,
+                    "trained_tokens": 64, "train_seconds": 0.2, "tokens_per_s": 3200.0, "trained_tokens_per_s": 320.0,
+                    "trainable_parameters": 32768, "parameters": 3252544, "template": "alpaca",
+                    "masking": "completion_only", "packing": True, "processes": 1, "replicas_in_sync": True},
+        "settings": {"data": [{"path": f"{XSS}.jsonl", "weight": 1.0, "spec": None}], "model": "tiny-random",
+                     "method": "lora", "max_steps": 2, "template_options": {"system": XSS}},
+        "data": [{"path": f"{XSS}.jsonl", "weight": 1.0, **_source_stats(16), "spec": "alpaca",
+                  "skipped": [_skipped(9)]}],
+        "eval_data": {"path": "eval.jsonl", **_source_stats(4)},
+        "added_tokens": ["###instruction###"],
+        "validation": {f"{XSS}.jsonl": {"rows": 16, "errors": 0, "warnings": 1, "infos": 0}},
+        "metrics": [{"step": 1, **step, "loss": 2.5}, {"step": 2, **step, "epoch": 1.0, "loss": 2.25}],
+        "eval_metrics": [{"step": 1, "eval_loss": 2.45}, {"step": 2, "eval_loss": 2.4}],
+    }
+
+
+def _eval_data() -> dict:
+    def interval(value: float) -> dict:
+        return {"value": value, "low": max(0.0, value - 0.25), "high": min(1.0, value + 0.25)}
+
+    def per_class(f1: float) -> dict:
+        return {"precision": f1, "recall": f1, "f1": f1, "support": 1}
+
+    def classification(right: int) -> dict:
+        return {"labels": ["negative", "positive"], "columns": ["negative", "positive", "(invalid)"],
+                "confusion": [[1, 0, 0], [1 - right, right, 0]] if right else [[0, 0, 1], [0, 0, 1]],
+                "per_class": {"negative": per_class(float(right)), "positive": per_class(float(right))},
+                "invalid": 0 if right else 2,
+                "rules": {"exact": 2 * right, "prefix": 0, "mention": 0, "invalid": 0 if right else 2}}
+
+    def output(text: str, label: str, rule: str, stopped: str = "eos") -> dict:
+        return {"text": text, "stopped": stopped, "tokens": 3, "label": label, "rule": rule}
+
+    scores = {"tuned": {"accuracy": 1.0, "exact_match": 1.0}, "base": {"accuracy": 0.0, "exact_match": 0.0}}
+    return {
+        "schema_version": 1,
+        "data": f"{XSS}.jsonl", "rows": 2, "limit": None, "spec": "financial_phrasebank",
+        "spec_note": "spec financial_phrasebank (from the run folder)", "task": "classification",
+        "template": "alpaca", "template_options": {"system": XSS},
+        "models": {
+            "tuned": {"name": f"runs/{XSS}", "run": {"base_model": "tiny-random", "method": "lora", "template": "alpaca",
+                                                     "masking": "completion_only", "max_length": 1024,
+                                                     "added_tokens": []},
+                      "seconds": 0.2, "tokens": 6},
+            "base": {"name": "tiny-random", "run": None, "seconds": 0.2, "tokens": 16},
+        },
+        "generation": {"max_new_tokens": 16, "batch_size": 16, "decoding": "greedy", "padding": "left"},
+        "bootstrap": {"resamples": 1000, "seed": 0, "confidence": 0.95, "interval": "percentile",
+                      "p_value": "paired, shifted to the null (Berg-Kirkpatrick et al. 2012), two-sided"},
+        "metric_info": {"accuracy": {"options": {}, "definition": "share of outputs mapped to the reference label"},
+                        "exact_match": {"options": {"mode": "normalised"}, "mode": "normalised",
+                                        "definition": f"equal after normalising ({XSS})"}},
+        "metrics": {sub: {"metric": sub, "aggregate": "mean", "tuned": interval(1.0), "base": interval(0.0),
+                          "difference": {"value": 1.0, "low": 1.0, "high": 1.0, "p_value": 0.0, "significant": True}}
+                    for sub in ("accuracy", "exact_match")},
+        "primary": "accuracy",
+        "headline": ["accuracy"],
+        "warnings": [{"model": "base", "code": "hit_max_new_tokens", "rows": [0, 1],
+                      "message": f"base: 2 of 2 generations hit --max-new-tokens 16 without stopping ({XSS})"}],
+        "skipped_lines": [_skipped(3)],
+        "classification": {"labels": ["negative", "positive"],
+                           "models": {"tuned": classification(1), "base": classification(0)},
+                           "invalid": {"tuned": [], "base": [{"row": 0, "output": XSS, "reason": "no label in the output"},
+                                                             {"row": 1, "output": "", "reason": "empty output"}]}},
+        "examples": [
+            {"row": 0, "prompt": f"### Instruction:\nClassify: {XSS}\n\n### Response:\n", "reference": "negative",
+             "outputs": {"tuned": output("negative", "negative", "exact"),
+                         "base": output(XSS, "(invalid)", "invalid", "max_new_tokens")},
+             "scores": scores, "change": {"accuracy": 1.0, "exact_match": 1.0}},
+            {"row": 1, "prompt": "### Instruction:\nClassify: Profits rose.\n\n### Response:\n",
+             "reference": "positive",
+             "outputs": {"tuned": output("positive", "positive", "exact"),
+                         "base": output("", "(invalid)", "invalid", "max_new_tokens")},
+             "scores": scores, "change": {"accuracy": 1.0, "exact_match": 1.0}},
+        ],
+    }
