@@ -153,6 +153,31 @@ def chat_messages(example: Any, include_response: bool = False) -> list[dict]:
     return messages
 
 
+def template_jinja(template: Any) -> str | None:
+    """The Jinja chat template of a bound template, for the options it was bound with: what the
+    saved tokenizer's ``chat_template`` holds (None when the template has no Jinja form).
+
+    A template's ``jinja`` attribute is a string, or ``jinja(**options) -> str | None`` called
+    with the template's options (its defaults, then the options set), so an option that
+    changes the rendering (a system prompt) changes the chat template too.
+    """
+    import inspect
+
+    from sftkit.errors import PluginError
+
+    jinja = getattr(template, "jinja", None)
+    if callable(jinja):
+        component = getattr(template, "component", None)
+        defaults = ({k: v for k, v in component.options().items() if v is not inspect.Parameter.empty}
+                    if component is not None else {})
+        jinja = jinja(**{**defaults, **dict(getattr(template, "options", {}) or {})})
+    if jinja is not None and not isinstance(jinja, str):
+        name = getattr(template, "__name__", "?")
+        raise PluginError(f"template {name!r}: jinja must be a string or a function returning one, got "
+                          f"{type(jinja).__name__}", hint="return the chat template text (or None for no Jinja form)")
+    return jinja or None
+
+
 def load_for_inference(model_or_run_dir: str | Path, dtype: str = "float32",
                        trust_remote_code: bool = False) -> tuple[Any, Any, dict | None]:
     """``(model, tokenizer, run_info)`` for a model name or a run folder, in eval mode.

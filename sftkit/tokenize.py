@@ -7,6 +7,8 @@ weight is 0. No marker is ever searched for in token ids.
 """
 from __future__ import annotations
 
+import bisect
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -96,3 +98,51 @@ def _label(segments, weights, text, ids, offsets, max_length) -> TokenizedExampl
         length_before_truncation=n,
         trained_tokens_lost=lost,
     )
+
+
+@dataclass(frozen=True)
+class MarkerTokens:
+    """How a template's marker tokenizes where the template renders it (``marker_tokens``).
+
+    ``ids``: the tokens covering it in context; ``aligned``: they start and end exactly at the
+    marker; ``leading``: whitespace just before the marker that its first token absorbs (a
+    marker declared ``"ASSISTANT:"`` rendered as ``" ASSISTANT:"``), else ``""``.
+    """
+
+    start: int
+    end: int
+    ids: list[int]
+    aligned: bool
+    leading: str
+
+
+def marker_tokens(tokenized: TokenizedExample, segments: Sequence[Segment], marker: str,
+                  starts: Sequence[int] | None = None) -> MarkerTokens | None:
+    """The first occurrence of ``marker`` that the template itself rendered (ending inside a
+    ``marker`` segment, so the same text inside a message does not count), with the tokens
+    covering it; None when it does not occur or truncation cut it off.
+
+    ``starts`` (each token's start offset) may be passed when calling this for many markers.
+    """
+    text, offsets, ids = tokenized.text, tokenized.offsets, tokenized.input_ids
+    if not offsets or not marker:
+        return None
+    ends = np.cumsum([len(s.text) for s in segments])
+    starts = [o[0] for o in offsets] if starts is None else starts
+    start = text.find(marker)
+    while start >= 0:
+        end = start + len(marker)
+        index = int(np.searchsorted(ends, end - 1, side="right"))
+        if index < len(segments) and segments[index].part == "marker":
+            break
+        start = text.find(marker, start + 1)
+    if start < 0 or end > offsets[-1][1]:  # not rendered as a marker, or cut off by truncation
+        return None
+    first = bisect.bisect_right(starts, start) - 1
+    last = bisect.bisect_left(starts, end)
+    if first < 0 or last <= first:
+        return None
+    token_start = offsets[first][0]
+    leading = text[token_start:start] if token_start < start and text[token_start:start].isspace() else ""
+    aligned = token_start == start and offsets[last - 1][1] == end
+    return MarkerTokens(start, end, list(ids[first:last]), aligned, leading)

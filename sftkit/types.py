@@ -43,13 +43,16 @@ class Example:
         return self.messages is not None
 
     def prompt_text(self) -> str:
-        """The user-side text of a single-turn example: instruction, then input if any."""
+        """The user-side text of a single-turn example: ``instruction + "\\n\\n" + input``; the
+        instruction alone when there is no input, the input alone when there is no instruction."""
         if self.input:
             return f"{self.instruction}\n\n{self.input}" if self.instruction else self.input
         return self.instruction
 
     def turns(self) -> list[Message]:
-        """The example as a list of messages (system first if present)."""
+        """The example as a list of messages: a conversation's own messages; for single-turn data
+        a system message (if ``system`` is set), the user message ``prompt_text()`` (instruction
+        and input joined by a blank line) and the assistant message ``output``."""
         if self.messages is not None:
             return list(self.messages)
         turns = [Message("system", self.system)] if self.system else []

@@ -24,35 +24,56 @@ EXAMPLES_PER_ISSUE = 20  # flagged rows whose text goes into the report, per iss
 TOKEN_VIEW_LIMIT = 100
 
 
+def _field(default: Any = None, doc: str = "", *, factory: Any = None) -> Any:
+    """A ValidationContext field with what it means (the README's field table is generated from it)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass
 class ValidationContext:
     """What validators see. Iterate ``examples`` (or ``examples.chunks()``) as often as needed.
 
-    ``encoder`` renders and masks (template + masking strategy, and the tokenizer when one
-    is loaded); ``tokenizer`` is None with ``--no-tokenizer``. ``eval_examples`` is None
-    without ``--eval-data``. Validators put their figures in ``stats[their name]`` and may
-    add rows to show as token/mask views in the report with ``show_tokens(row, reason)``.
+    Each field's meaning is in its ``doc`` metadata (the README lists them);
+    ``sftkit.testing.validation_context`` builds one for a plugin's tests.
     """
 
-    examples: ExampleStore
-    spec: Any  # sftkit.spec.DatasetSpec
-    encoder: Any = None  # sftkit.pipeline.Encoder
-    tokenizer: Any = None
-    max_length: int | None = None
-    eval_examples: ExampleStore | None = None
-    batch_size: int = 8
-    template_name: str = ""
-    masking_name: str = ""
-    stats: dict[str, Any] = field(default_factory=dict)
-    token_views: dict[int, dict] = field(default_factory=dict)
+    examples: ExampleStore = field(metadata={"doc": (
+        "the rows as `sftkit.Example` objects: `for example in context.examples` (row order; `example.row` is "
+        "the 0-based index), `len(context.examples)`, `context.examples.get(row)`, and `.chunks()` (blocks of "
+        "rows with `.examples` and `.start`, for batched work); iterate as often as needed")})
+    spec: Any = field(metadata={"doc": (
+        "the dataset spec (`sftkit.spec.DatasetSpec`): `.name`, `.format`, `.task` (classification, "
+        "summarization, qa, generation or None), `.labels` (the allowed labels, may be empty), `.validators` "
+        "(options per validator from the spec) and `.severity`")})
+    encoder: Any = _field(None, (
+        "renders and masks exactly as `sftkit train` does (`sftkit.pipeline.Encoder`): `.template` (the bound "
+        "template, with its `markers` and options), `.segments(example)`, `.prompt(example)`; with a tokenizer "
+        "`.encode(example)` gives the `TokenizedExample` (input_ids, labels, weights, offsets)"))
+    tokenizer: Any = _field(None, (
+        "the Hugging Face tokenizer of `--model`, or None with `--no-tokenizer` (skip token checks then)"))
+    max_length: int | None = _field(None, "the token limit training will apply (`--max-length`, default 1024)")
+    eval_examples: ExampleStore | None = _field(None, (
+        "the `--eval-data` rows (same store type as `examples`), or None: for train/eval leakage checks"))
+    batch_size: int = _field(8, "the training batch size (`--batch-size`), for padding estimates")
+    template_name: str = _field("", "the name of the template in use (`alpaca`, `chatml`, ...)")
+    masking_name: str = _field("", "the name of the masking strategy in use (`completion_only`, ...)")
+    stats: dict[str, Any] = _field(doc=(
+        "figures for the report: a validator writes a dict of JSON values under its own name, "
+        "`context.stats[\"my_validator\"] = {...}` (validate.json `stats.<validator>`)"), factory=dict)
+    token_views: dict[int, dict] = _field(doc=(
+        "token/mask views of rows kept for the report; add one with `show_tokens`"), factory=dict)
 
     @property
     def rows(self) -> int:
+        """The number of rows (``len(context.examples)``)."""
         return len(self.examples)
 
     @property
     def markers(self) -> tuple[str, ...]:
-        """The template's delimiter strings (``### Response:``), if it declares them."""
+        """The template's declared ``markers``, as they appear in context (``" ASSISTANT:"`` with
+        its leading space), empty when it declares none; match ``marker.strip()`` inside text."""
         return tuple(m for m in getattr(getattr(self.encoder, "template", None), "markers", ()) if m)
 
     def encode(self, chunk: Chunk) -> list:

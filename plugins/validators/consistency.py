@@ -38,11 +38,14 @@ def canonical_label(raw: str, known: list[str]) -> str | None:
 def consistency(context, find_markers: bool = True) -> Iterator[Issue]:
     """Template markers in data, conflicting labels, label variants, unknown labels, mixed formats."""
     spec = context.spec
-    markers = set(context.markers)
+    # Markers are declared as they appear in context (" ASSISTANT:"); inside a field the delimiter
+    # itself is the problem, wherever it stands, so the content check looks for it stripped.
+    markers = {m.strip() for m in context.markers if m.strip()}
     tokenizer = context.tokenizer
     if tokenizer is not None:
         markers |= {t for t in (tokenizer.eos_token, tokenizer.bos_token) if t}
     other_markers = [m for m in KNOWN_MARKERS if m not in markers]
+    first_chars = {m[0] for m in (*markers, *other_markers)}  # a field without any of these holds no marker
     marker_rows: dict[str, list[int]] = defaultdict(list)
     other_rows: dict[str, list[int]] = defaultdict(list)
     prompt_hashes = np.zeros(context.rows, dtype=np.uint64)
@@ -55,7 +58,7 @@ def consistency(context, find_markers: bool = True) -> Iterator[Issue]:
             shapes[shape].append(row)
             if find_markers:
                 for _name, text in content_fields(example):
-                    if "#" in text or "<" in text or "[" in text:
+                    if any(c in text for c in first_chars):
                         for marker in markers:
                             if marker in text:
                                 marker_rows[marker].append(row)

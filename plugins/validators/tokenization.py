@@ -7,7 +7,6 @@ token prefix of the training text.
 """
 from __future__ import annotations
 
-import bisect
 import random
 from collections import defaultdict
 from typing import Iterator
@@ -17,6 +16,7 @@ import numpy as np
 from sftkit import Issue
 from sftkit.plugins.validators.text import rows as count_rows
 from sftkit.pipeline import generation_prompt
+from sftkit.tokenize import marker_tokens
 
 LENGTH_SAMPLE = 5000
 MESSAGES = {
@@ -31,24 +31,6 @@ MESSAGES = {
                                                 "prompt+response in {n}: inference sees other tokens than training"),
     "marker_split": ("warning", "a template marker tokenizes differently in context than alone in {n}"),
 }
-
-
-def _marker_mismatch(text: str, offsets: list, starts: list[int], ids: list, marker: str,
-                     alone: list[int]) -> list[int] | None:
-    """The token ids covering the first occurrence of ``marker`` if they differ from ``alone``."""
-    start = text.find(marker)
-    if start < 0:
-        return None
-    end = start + len(marker)
-    if not offsets or end > offsets[-1][1]:  # cut off by truncation: nothing to compare
-        return None
-    first = bisect.bisect_right(starts, start) - 1
-    last = bisect.bisect_left(starts, end)
-    if first < 0:
-        return None
-    covering = ids[first:last]
-    aligned = offsets[first][0] == start and offsets[last - 1][1] == end
-    return None if aligned and covering == alone else covering
 
 
 def prompt_token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
@@ -105,12 +87,14 @@ def tokenization(context, batch_size: int = 0, prefix_check: bool = True, sample
                     codes.append("template_not_prefix_preserving")
             starts = [o[0] for o in tok.offsets] if markers else []
             for marker, alone in markers.items():
-                covering = _marker_mismatch(tok.text, tok.offsets, starts, ids, marker, alone)
-                if covering is not None:
+                found = marker_tokens(tok, segments, marker, starts)
+                if found is not None and not (found.aligned and found.ids == alone):
                     codes.append("marker_split")
                     split_example.setdefault(marker, {
                         "alone": tokenizer.convert_ids_to_tokens(alone),
-                        "in_context": tokenizer.convert_ids_to_tokens(covering), "row": row})
+                        "in_context": tokenizer.convert_ids_to_tokens(found.ids), "row": row,
+                        **({"leading_space": found.leading, "declare_as": found.leading + marker}
+                           if found.leading else {})})
                     break
             for code in codes:
                 flagged[code].append(row)
@@ -121,10 +105,22 @@ def tokenization(context, batch_size: int = 0, prefix_check: bool = True, sample
     for code, (severity, template) in MESSAGES.items():
         rows = flagged.get(code)
         if rows:
+            message = template.format(n=count_rows(len(rows)), max_length=max_length)
             details = {"markers": split_example} if code == "marker_split" else {}
-            yield Issue("tokenization", code, severity, template.format(n=count_rows(len(rows)), max_length=max_length), rows,
-                        details)
+            if code == "marker_split":
+                message += _leading_space_note(split_example)
+            yield Issue("tokenization", code, severity, message, rows, details)
     context.stats["tokenization"] = _stats(lengths, trained, max_length, batch)
+
+
+def _leading_space_note(split: dict[str, dict]) -> str:
+    """The advice for markers whose first token absorbs the whitespace before them in context."""
+    spaced = {marker: info["declare_as"] for marker, info in split.items() if "declare_as" in info}
+    if not spaced:
+        return ""
+    shown = ", ".join(f"{marker!r} (declare it as {declared!r})" for marker, declared in spaced.items())
+    return (f"; {shown}: the difference comes from the whitespace before the marker in context, which its first "
+            f"token absorbs; declare the template's markers as they appear in context, leading space included")
 
 
 def _eos_trained(segments, tok, eos_text: str | None, eos_id: int | None) -> bool:
@@ -208,8 +204,10 @@ tokenization.codes = {  # code: (severity, what it means, how to fix); the READM
     ),
     'marker_split': (
         'warning',
-        'a template marker tokenizes differently in context than alone (e.g. ` Answer:` merges with '
-        'the space before it); `details.markers` shows both tokenizations',
-        'put a newline before the marker, or add it as a special token (`--add-special-tokens`)',
+        'a template marker tokenizes differently where the template renders it than alone; '
+        '`details.markers` shows both tokenizations, and `declare_as` when the difference is only the '
+        'whitespace before it (`Answer:` rendered as ` Answer:`)',
+        'declare the marker as it appears in context (` Answer:`, leading space included); otherwise put a '
+        'newline before it, or add it as a special token (`--add-special-tokens`)',
     ),
 }

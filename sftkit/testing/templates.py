@@ -26,10 +26,13 @@ def check_template(
     Checked per example: a list of ``Segment`` with known roles and parts; the final response
     in an assistant ``content`` segment, followed by a non-empty ``end`` segment and nothing but
     markers after it; the prompt text present; the same output twice; the example unchanged.
-    Also: declared ``markers`` appear in some rendering; ``special_tokens`` and ``jinja`` are
-    strings. With a ``tokenizer``: completion-only masking trains the response's tokens, and a
-    ``jinja`` chat template renders the same text and generation prompt as the template.
-    Returns the segments of each example.
+    Also: declared ``markers`` appear in some rendering; ``special_tokens`` are strings;
+    ``jinja`` is a string or ``jinja(**options) -> str``. With a ``tokenizer``: completion-only
+    masking trains the response's tokens; each marker tokenizes where the template renders it
+    as it does alone (the tokenization validator's ``marker_split`` check), with a hint when
+    the difference is only the whitespace before it; the ``jinja`` chat template, for these
+    ``options``, renders the same text and generation prompt as the template. Returns the
+    segments of each example.
     """
     component, problems, bound = start_check("templates", template, options)
     own_examples = examples is not None
@@ -70,12 +73,13 @@ def check_template(
                 if not own_examples and not any(marker in text for text in joined):
                     problems.add(f"marker {marker!r} appears in none of the renderings (markers are delimiters "
                                  "the template writes)")
-    jinja = getattr(component.func, "jinja", None)
-    if jinja is not None and not isinstance(jinja, str):
-        problems.add(f"attribute jinja must be a string (a chat template), got {type(jinja).__name__}")
+    jinja = _jinja(component, bound, problems)
     if tokenizer is not None and rendered:
         _check_trained_tokens(done, rendered, tokenizer, problems)
-        if isinstance(jinja, str):
+        markers = getattr(component.func, "markers", None)
+        if markers and not isinstance(markers, str) and all(isinstance(m, str) and m for m in markers):
+            _check_marker_tokens(markers, rendered, tokenizer, problems)
+        if jinja is not None:
             _check_jinja(jinja, done, rendered, tokenizer, problems)
     problems.check()
     return rendered
@@ -124,6 +128,45 @@ def _check_segments(example: Example, segments: list[Segment], context: RenderCo
     for text in wanted:
         if text not in prompt_side:
             problems.add(f"{where}: the prompt text {text!r} is missing from the rendering")
+
+
+def _jinja(component, bound, problems: Problems) -> str | None:
+    """The template's chat template for the bound options (``sftkit.runs.template_jinja``), or None."""
+    from sftkit.runs import template_jinja
+
+    jinja = getattr(component.func, "jinja", None)
+    if jinja is None:
+        return None
+    if not (isinstance(jinja, str) or callable(jinja)):
+        problems.add(f"attribute jinja must be a string (a chat template) or a function jinja(**options) -> str, "
+                     f"got {type(jinja).__name__}")
+        return None
+    ok, text = call(problems, "jinja(**options)", template_jinja, bound)
+    return text if ok else None
+
+
+def _check_marker_tokens(markers, rendered, tokenizer, problems: Problems) -> None:
+    """Each marker tokenizes where the template renders it as alone (else ``marker_split`` on every row)."""
+    from sftkit.tokenize import marker_tokens, tokenize_many
+
+    tokenized = tokenize_many([(segments, [0.0] * len(segments)) for segments in rendered], tokenizer)
+    for marker in markers:
+        alone = tokenizer(marker, add_special_tokens=False)["input_ids"]
+        for segments, tokens in zip(rendered, tokenized):
+            found = marker_tokens(tokens, segments, marker)
+            if found is None:
+                continue
+            if not (found.aligned and found.ids == alone):
+                pieces, context = tokenizer.convert_ids_to_tokens(alone), tokenizer.convert_ids_to_tokens(found.ids)
+                if found.leading:
+                    problems.add(f"marker {marker!r} is rendered after {found.leading!r}, which its first token "
+                                 f"absorbs ({context} in context, {pieces} alone): declare markers as they appear "
+                                 f"in context, here {found.leading + marker!r}")
+                else:
+                    problems.add(f"marker {marker!r} tokenizes as {context} where the template renders it but as "
+                                 f"{pieces} alone: validate flags marker_split on every row (put a newline before "
+                                 "it, declare it with the text it merges with, or make it a special token)")
+            break
 
 
 def _check_jinja(jinja: str, examples, rendered, tokenizer, problems: Problems) -> None:

@@ -181,10 +181,12 @@ def _restore_or_start(run: Run, checkpoint: Path | None) -> None:
 
 
 def _announce(run: Run) -> None:
+    from sftkit.runs import template_jinja
+
     recipe, prepared = run.recipe, run.data.prepared
     n_trainable = sum(p.numel() for p in run.params)
     n_total = sum(p.numel() for p in run.model.parameters())
-    if not getattr(prepared.encoder.template, "jinja", None) and prepared.template_name != "chat_template":
+    if template_jinja(prepared.encoder.template) is None and prepared.template_name != "chat_template":
         run.say(f"note: template {prepared.template_name!r} has no Jinja form, so the saved tokenizer keeps the base "
                 f"model's chat template; prompt the tuned model with sftkit (eval uses the training template)")
     run.say(f"training {recipe.model} ({recipe.method}, {n_trainable:,} of {n_total:,} parameters trainable) "
@@ -318,7 +320,7 @@ def _finish(run: Run) -> dict:
     """Check the replicas agree, save the weights, and hand the result to the reporters."""
     import torch
 
-    from sftkit.reporting import write_reports
+    from sftkit.reporting import choose_reporters, write_reports
     from sftkit.runs import write_run
     from sftkit.train.model import base_of
     from sftkit.train.run_files import build_result, read_metrics, run_description, save_final
@@ -341,7 +343,8 @@ def _finish(run: Run) -> dict:
                               run.total_steps, parameters, run.out)
         result["summary"].update(processes=accelerator.num_processes, replicas_in_sync=in_sync)
         title = f"sftkit train: {run.recipe.model} ({run.recipe.method})"
-        write_reports(Result("train", title, result), run.out, prepared.registry)
+        chosen = choose_reporters(prepared.registry, run.recipe.reporters or (), run.recipe.no_reporters)
+        write_reports(Result("train", title, result), run.out, prepared.registry, reporters=chosen)
         write_run(run.out, run_description(run.recipe, run.data))
     accelerator.wait_for_everyone()
     return result

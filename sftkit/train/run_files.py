@@ -62,14 +62,17 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def save_final(model: Any, tokenizer: Any, template: Any, out: Path) -> None:
-    """Save the adapter or full model and the tokenizer (chat template = the training template)."""
+    """Save the adapter or full model and the tokenizer (chat template = the training template,
+    rendered for the options the run trained with: ``sftkit.runs.template_jinja``)."""
     import shutil
     import tempfile
+
+    from sftkit.runs import template_jinja
 
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=out))
     try:
         model.save_pretrained(str(tmp), safe_serialization=True)  # a PEFT adapter, or the full model
-        jinja = getattr(template, "jinja", None)
+        jinja = template_jinja(template)
         if jinja:
             tokenizer.chat_template = jinja
         tokenizer.save_pretrained(str(tmp))
