@@ -4,7 +4,7 @@ The aggregate is sacrebleu's corpus BLEU (0-100) over all examples, with referen
 ``[stream][segment]`` (one reference stream). Per-example scores are sacrebleu's sentence
 BLEU with effective n-gram order (the form sacrebleu recommends for single sentences); they
 rank examples in the report but their mean is not BLEU. The bootstrap resamples corpus BLEU
-from per-segment n-gram statistics extracted once, so 1,000 resamples cost little.
+from per-segment n-gram statistics extracted once (``sftkit.corpus``), so 1,000 resamples cost little.
 ``tokenize`` must suit the language: ``13a`` (default, WMT), ``zh`` for Chinese,
 ``ja-mecab``/``ko-mecab`` where installed, ``char``, ``intl``, ``none``, ``flores200``.
 """
@@ -38,14 +38,16 @@ def _cjk_share(texts: list[str]) -> float:
 def segment_statistics(predictions: list[str], references: list[str], tokenize: str = "13a",
                        lowercase: bool = False) -> np.ndarray:
     """sacrebleu's sufficient statistics per segment: one row per example (summable)."""
-    bleu = _bleu(tokenize, lowercase)
-    return np.asarray(bleu._extract_corpus_statistics(list(predictions), [list(references)]), dtype=np.int64)
+    from sftkit.corpus import segment_statistics as statistics
+
+    return statistics(_bleu(tokenize, lowercase), predictions, references).astype(np.int64)
 
 
 def score_from_statistics(stats: np.ndarray, tokenize: str = "13a", lowercase: bool = False) -> float:
     """Corpus BLEU from summed per-segment statistics (equals ``corpus_score``)."""
-    bleu = _bleu(tokenize, lowercase)
-    return float(bleu._compute_score_from_stats(np.asarray(stats).sum(axis=0).tolist()).score)
+    from sftkit.corpus import score_from_statistics as score
+
+    return score(_bleu(tokenize, lowercase), stats)
 
 
 def bleu(predictions: list[str], references: list[str], tokenize: str = "13a",
@@ -69,11 +71,11 @@ def aggregate(predictions: list[str], references: list[str], tokenize: str = "13
 
 def resampled(predictions: list[str], references: list[str], indices: np.ndarray, tokenize: str = "13a",
               lowercase: bool = False) -> dict[str, np.ndarray]:
-    """Corpus BLEU on every bootstrap resample (rows of ``indices``), from statistics extracted once."""
-    bleu_metric = _bleu(tokenize, lowercase)
-    stats = segment_statistics(predictions, references, tokenize, lowercase)
-    values = [bleu_metric._compute_score_from_stats(stats[rows].sum(axis=0).tolist()).score for rows in indices]
-    return {"bleu": np.asarray(values, dtype=float)}
+    """Corpus BLEU on every bootstrap resample (rows of ``indices``), from statistics extracted once
+    (``sftkit.corpus.resampled_corpus_score``)."""
+    from sftkit.corpus import resampled_corpus_score
+
+    return {"bleu": resampled_corpus_score(_bleu(tokenize, lowercase), predictions, references, indices)}
 
 
 def describe(tokenize: str = "13a", lowercase: bool = False) -> dict[str, str]:
