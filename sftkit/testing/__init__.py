@@ -9,6 +9,7 @@ an import:
 - ``register_plugin(plugin, name=...)``: add a plugin (a module or an object with
   ``@sftkit.hookimpl`` hooks) to that registry, exactly as an installed plugin is added.
 - ``sftkit_cli(*args)``: run the ``sftkit`` command line in-process; it sees the registry above.
+- ``tokenizer``: the offline test model's tokenizer (``tiny-random``, SmolLM2's), once per session.
 
 The checks ``check_template``, ``check_masking_strategy``, ``check_loader``,
 ``check_validator``, ``check_metric`` and ``check_reporter`` call a component the way sftkit
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from sftkit.testing.common import CHECKS, ConformanceError, as_component
 from sftkit.testing.fixtures import (CliResult, fresh_registry, register_plugin, run_cli, sftkit_cli,
-                                     sftkit_registry)
+                                     sftkit_registry, tokenizer)
 from sftkit.testing.loaders import check_loader
 from sftkit.testing.masking import check_masking_strategy
 from sftkit.testing.metrics import check_metric
@@ -53,5 +54,6 @@ __all__ = [
     "sample_results",
     "sftkit_cli",
     "sftkit_registry",
+    "tokenizer",
     "validation_context",
 ]

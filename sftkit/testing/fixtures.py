@@ -1,5 +1,5 @@
-"""The pytest fixtures for plugin authors: a fresh registry, a plugin registered into it, and
-the sftkit command line run in-process."""
+"""The pytest fixtures for plugin authors: a fresh registry, a plugin registered into it, the
+sftkit command line run in-process, and the test tokenizer."""
 from __future__ import annotations
 
 import json
@@ -51,6 +51,17 @@ def register_plugin(sftkit_registry):
         return status
 
     return register
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The tokenizer of sftkit's offline test model ``tiny-random`` (SmolLM2's, offline), loaded
+    once per session: pass it to ``check_template(..., tokenizer=tokenizer)`` or
+    ``validation_context(..., tokenizer=tokenizer)``. Shared by every test, so do not modify it;
+    ``sftkit.models.load_tokenizer("tiny-random")`` gives a fresh one a test may change."""
+    from sftkit.models import TINY, load_tokenizer
+
+    return load_tokenizer(TINY)
 
 
 @dataclass

@@ -21,12 +21,16 @@ def validation_context(
     masking: str | None = None,
     eval_records: Sequence[dict] | None = None,
     max_length: int | None = 1024,
+    template_options: dict | None = None,
 ) -> Any:
     """A ``ValidationContext`` as ``sftkit validate`` builds it, for calling a validator directly.
 
-    Give raw ``records`` (mapped through ``spec``, a name or a DatasetSpec, exactly as
-    validate maps them) or ready ``examples``. ``tokenizer`` enables token checks;
-    ``eval_records`` the train/eval leakage checks.
+    Give raw ``records`` (dicts mapped through ``spec``, a built-in spec name or a DatasetSpec,
+    exactly as validate maps them) or ready ``examples`` (default: ``sample_examples()``).
+    ``tokenizer`` (the ``tokenizer`` fixture) enables the token checks; ``eval_records`` the
+    train/eval leakage checks. ``template`` (a registered name: your plugin's once
+    ``register_plugin`` added it; default the spec's) with ``template_options``, and
+    ``masking`` render the rows as ``--template``/``--template-option``/``--masking`` would.
     """
     from sftkit.pipeline import Encoder
     from sftkit.spec import load_spec
@@ -45,7 +49,8 @@ def validation_context(
     eval_store = load_store(list(eval_records), chosen) if eval_records is not None else None
     template = template or chosen.default_template
     masking = masking or get_registry().default_name("masking_strategies")
-    encoder = Encoder.build(template=template, masking=masking, tokenizer=tokenizer, max_length=max_length)
+    encoder = Encoder.build(template=template, masking=masking, tokenizer=tokenizer, max_length=max_length,
+                            template_options=template_options)
     return ValidationContext(examples=store, spec=chosen, encoder=encoder, tokenizer=tokenizer, max_length=max_length,
                              eval_examples=eval_store, template_name=template, masking_name=masking)
 
