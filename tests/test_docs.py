@@ -184,6 +184,61 @@ def issue_code_table() -> str:
     return "\n".join(rows)
 
 
+def _schema_type(node: dict) -> str:
+    if "const" in node:
+        return f"`{node['const']}`"
+    if "enum" in node:
+        return ", ".join(f"`{v}`" for v in node["enum"])
+    if "oneOf" in node:
+        return " or ".join(_schema_type(option) for option in node["oneOf"])
+    kinds = node.get("type", "any")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    return " or ".join("null" if k == "null" else k for k in kinds)
+
+
+def result_schema_tables() -> str:
+    """One table per result kind: every field of its JSON Schema (sftkit/schemas/*.json)."""
+    from sftkit.schemas import SCHEMA_VERSIONS, fields, schema, schema_path
+
+    parts = []
+    for kind in SCHEMA_VERSIONS:
+        document = schema(kind)
+        rows = ["| field | type | meaning |", "| --- | --- | --- |"]
+        for path, node, required in fields(document):
+            meaning = node.get("description", "")
+            if not required and not path.endswith(">"):
+                meaning = "optional: " + meaning
+            if "$comment" in node:
+                meaning += f" ({node['$comment']})"
+            rows.append(f"| `{path}` | {_cell(_schema_type(node))} | {_cell(meaning)} |")
+        parts += [f"<details><summary><code>{kind}</code> result: <code>sftkit/schemas/{schema_path(kind).name}"
+                  f"</code></summary>", "", _cell(document["description"]).capitalize() + ". "
+                  + _cell(document.get("$comment", "")).capitalize(), "", *rows, "", "</details>", ""]
+    return "\n".join(parts).rstrip()
+
+
+def validation_context_table() -> str:
+    """The fields and properties of sftkit.validation.ValidationContext, from their docstrings."""
+    import dataclasses
+
+    from sftkit.validation import ValidationContext
+
+    rows = ["| field | meaning |", "| --- | --- |"]
+    for f in dataclasses.fields(ValidationContext):
+        rows.append(f"| `{f.name}` | {_cell(f.metadata['doc'])} |")
+    for name, member in vars(ValidationContext).items():
+        if name.startswith("_") or not (isinstance(member, property) or inspect.isfunction(member)):
+            continue
+        doc = " ".join(inspect.getdoc(member).split("\n\n")[0].split()).replace("``", "`")
+        doc = doc[0].lower() + doc[1:]
+        if isinstance(member, property):
+            shown = name
+        else:
+            shown = f"{name}({', '.join(list(inspect.signature(member).parameters)[1:])})"
+        rows.append(f"| `{shown}` | {_cell(doc)} |")
+    return "\n".join(rows)
+
+
 GENERATED = {
     "data-options": lambda: option_table(_shared_params()),
     "preview-options": lambda: option_table(_own_params("preview")),
@@ -192,6 +247,8 @@ GENERATED = {
     "recipe-keys": recipe_table,
     "validator-options": validator_options_table,
     "issue-codes": issue_code_table,
+    "result-schemas": result_schema_tables,
+    "validation-context": validation_context_table,
 }
 
 
