@@ -362,6 +362,32 @@ def test_readme_plugin_tests_pass(register_plugin, sftkit_cli, monkeypatch):
     namespace["test_qa_in_the_cli"](register_plugin, sftkit_cli)
 
 
+def _readme_block(containing: str) -> types.ModuleType:
+    block = next(b for b in readme_blocks("python") if containing in b)
+    module = types.ModuleType("readme_block")
+    exec(compile(block, "README.md", "exec"), module.__dict__)
+    return module
+
+
+def test_readme_template_with_a_system_option_conforms(tokenizer):
+    """The README's USER/ASSISTANT template: markers in context, jinja a function of its option."""
+    from sftkit.testing import check_template
+
+    module = _readme_block("def user_assistant(")
+    check_template(module.user_assistant, tokenizer=tokenizer)
+    rendered = check_template(module.user_assistant, tokenizer=tokenizer, options={"system": 'Be "brief" {x}.'})
+    assert "".join(s.text for s in rendered[1]) == f'Be "brief" {{x}}.\nUSER: Name a primary colour. ASSISTANT: Red.' \
+        + tokenizer.eos_token
+
+
+def test_readme_chrf_metric_conforms():
+    """The README's chrF metric passes check_metric (its resampled path equals corpus chrF)."""
+    from sftkit.testing import check_metric
+
+    scores = check_metric(_readme_block("def chrf(").chrf)
+    assert set(scores) == {"chrf"} and len(scores["chrf"]) == 4
+
+
 def test_readme_pyproject_declares_the_entry_point():
     import pytest
 
