@@ -79,9 +79,10 @@ def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
     if accelerator.is_main_process:
         protect_inputs([d.path for d in recipe.data] + [d.spec for d in recipe.data] + [recipe.eval_data, recipe.spec])
         check_not_input(out, "--output-dir", folder=True)
-        check_writable_dir(out, "--output-dir")
-        claim = claim_run_folder(out)
+        claim = claim_run_folder(out)  # refuses a file, a foreign folder, a folder in use
     try:
+        if claim is not None:
+            check_writable_dir(out, "--output-dir")  # a full disk or a read-only folder: one message now
         checkpoint = _start_folder(recipe, accelerator, out, resume, say)
         run = _setup(recipe, accelerator, out, say)
         _restore_or_start(run, checkpoint)
