@@ -10,7 +10,9 @@ A run folder holds:
 - the tokenizer, with its ``chat_template`` set to the training template where the template
   has a Jinja form, so other tools prompt the model exactly as it was trained;
 - ``recipe.yaml`` (resolved), ``metrics.jsonl``, ``train.html`` + ``train.json`` (the reporters' output)
-  and ``checkpoints/checkpoint-N/``.
+  and ``checkpoints/checkpoint-N/``;
+- ``README.md``: the model card (``sftkit.card``; ``sftkit eval`` adds its headline), and
+  ``tensorboard/`` with ``report_to: [tensorboard]``.
 
 Every file is written atomically, and ``sftkit_run.json`` last: a folder without it is not
 (yet) a finished run.
@@ -190,7 +192,8 @@ def load_for_inference(model_or_run_dir: str | Path, dtype: str = "float32",
 
         model = load_model(str(info["base_model"]), dtype=dtype, trust_remote_code=trust_remote_code)
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-            model.resize_token_embeddings(len(tokenizer))
+            # the new rows are placeholders: the adapter's saved embed_tokens / lm_head replace them
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
         model = model.merge_and_unload()
         model = model.to(getattr(torch, dtype))
