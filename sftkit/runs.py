@@ -192,8 +192,7 @@ def load_for_inference(model_or_run_dir: str | Path, dtype: str = "float32",
 
         model = load_model(str(info["base_model"]), dtype=dtype, trust_remote_code=trust_remote_code)
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-            # the new rows are placeholders: the adapter's saved embed_tokens / lm_head replace them
-            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+            model.resize_token_embeddings(len(tokenizer))
         model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
         model = model.merge_and_unload()
         model = model.to(getattr(torch, dtype))
