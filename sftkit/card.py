@@ -117,7 +117,7 @@ def read_front_matter(path: str | Path) -> dict:
 
 # -- the card ----------------------------------------------------------------------------------------
 
-def front_matter(info: dict, result: dict | None, *, library: str | None = None) -> dict[str, Any]:
+def front_matter(info: dict, *, library: str | None = None) -> dict[str, Any]:
     """The card's metadata (the Hugging Face model-card keys)."""
     facts = base_model_facts(str(info["base_model"]))
     lora = info["method"] == "lora"
@@ -143,7 +143,7 @@ def render_card(info: dict, result: dict | None, evaluation: str | None = None, 
     the evaluation section (None: not evaluated yet)."""
     import yaml
 
-    meta = front_matter(info, result, library="transformers" if exported else None)
+    meta = front_matter(info, library="transformers" if exported else None)
     parts = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
     parts += _summary(info, result, meta, run_dir, exported)
     parts += _prompt_format(info)

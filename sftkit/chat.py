@@ -106,15 +106,11 @@ def chat_template_for(model: str, template: str | None, options: dict) -> tuple[
 
 def load_chat_model(name: str, trust_remote_code: bool = False) -> ChatModel:
     """Load a model or a run folder as ``sftkit eval`` does (a LoRA adapter merged)."""
-    import warnings
-
     from sftkit.console import err_console, plain
     from sftkit.runs import load_for_inference
 
     err_console.print(plain(f"loading {name}", "dim"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        model, tokenizer, info = load_for_inference(name, trust_remote_code=trust_remote_code)
+    model, tokenizer, info = load_for_inference(name, trust_remote_code=trust_remote_code)
     return ChatModel(str(name), model, tokenizer, info)
 
 

@@ -143,7 +143,7 @@ def test_card_front_matter_parses_and_escapes_data_strings(tmp_path, run_cli):
 def test_smollm2_card_declares_the_license_of_the_base(tmp_path):
     from sftkit.card import front_matter
 
-    meta = front_matter({"base_model": "smollm2-135m", "method": "full", "recipe": {}}, None)
+    meta = front_matter({"base_model": "smollm2-135m", "method": "full", "recipe": {}})
     # SmolLM2's GGUF metadata (the file the offline model is converted from) declares it.
     assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["license"] == "apache-2.0"
     assert meta["library_name"] == "transformers" and meta["language"] == ["en"]
@@ -152,7 +152,7 @@ def test_smollm2_card_declares_the_license_of_the_base(tmp_path):
     (folder / "README.md").write_text("---\nlicense: mit\nlanguage: fr\n---\n# a model\n", "utf-8")
     cached = {"base_model": str(folder), "method": "lora",
               "recipe": {"data": [{"path": "/h/hub/datasets--acme--tasks/snapshots/ab12/train.jsonl"}]}}
-    meta = front_matter(cached, None)
+    meta = front_matter(cached)
     assert meta["license"] == "mit" and meta["language"] == ["fr"] and meta["datasets"] == ["acme/tasks"]
 
 
@@ -343,6 +343,30 @@ def _sftkit(*args, cwd: Path) -> subprocess.CompletedProcess:
                           env=OFFLINE, cwd=cwd, timeout=900)
     assert done.returncode == 0, done.stderr
     return done
+
+
+def test_quiet_libraries_and_verbose_undo_it():
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    from sftkit.quiet import quiet_libraries
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            quiet_libraries()
+            warnings.warn("a library deprecation", FutureWarning)
+            warnings.warn("something to act on", UserWarning)
+            assert [str(w.message) for w in caught] == ["something to act on"]
+            assert not hf_logging.is_progress_bar_enabled() and hf_logging.get_verbosity() == hf_logging.ERROR
+            assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+            quiet_libraries(verbose=True)
+            warnings.warn("a library deprecation", FutureWarning)
+            assert [str(w.message) for w in caught][-1] == "a library deprecation"
+            assert hf_logging.is_progress_bar_enabled() and hf_logging.get_verbosity() == hf_logging.WARNING
+    finally:
+        quiet_libraries()  # as every CLI call in this process leaves it
 
 
 @pytest.mark.slow
