@@ -47,17 +47,17 @@ def code(text: object) -> str:
 
 def base_model_facts(name: str) -> dict[str, Any]:
     """``{"id": hub id or name, "license": ..., "language": [...]}`` for a base model name; the
-    license and language only where the model declares them (``None`` / absent otherwise).
+    license and language only where the model declares them (absent otherwise).
 
-    ``smollm2-135m``: the hub id HuggingFaceTB/SmolLM2-135M-Instruct, and the license and
-    languages from the metadata of the GGUF file it is converted from (the converted cache
-    folder holds no model card). A local folder: its README.md front matter. A hub id: its
-    README.md in the local hub cache, if there. ``tiny-random`` and anything else: unknown.
+    ``smollm2-135m``: ``sftkit.models.OFFLINE_FACTS`` (the hub id, and the license and languages
+    its GGUF file declares; the converted cache folder holds no model card). A local folder:
+    its README.md front matter. A hub id: its README.md in the local hub cache, if there.
+    ``tiny-random`` and anything else: unknown.
     """
-    from sftkit.models import SMOLLM2
+    from sftkit.models import OFFLINE_FACTS
 
-    if name == SMOLLM2:
-        return {"id": "HuggingFaceTB/SmolLM2-135M-Instruct", **_gguf_facts()}
+    if name in OFFLINE_FACTS:
+        return dict(OFFLINE_FACTS[name])
     folder = Path(name)
     if folder.is_dir():
         return {"id": name, **_front_matter_facts(folder / CARD_FILE)}
@@ -70,23 +70,6 @@ def base_model_facts(name: str) -> dict[str, Any]:
             cached = None
         return {"id": name, **(_front_matter_facts(Path(cached)) if isinstance(cached, str) else {})}
     return {"id": name}
-
-
-def _gguf_facts() -> dict[str, Any]:
-    try:
-        import gguf
-
-        from sftkit.models import gguf_path
-
-        reader = gguf.GGUFReader(str(gguf_path()))
-        facts = {}
-        for key, field in (("license", "general.license"), ("language", "general.languages")):
-            if field in reader.fields:
-                value = reader.fields[field].contents()
-                facts[key] = [str(v) for v in value] if isinstance(value, list) else str(value)
-        return facts
-    except Exception:  # no GGUF package or file: the card says the license is unknown
-        return {}
 
 
 def _front_matter_facts(path: Path) -> dict[str, Any]:

@@ -143,10 +143,16 @@ def test_card_front_matter_parses_and_escapes_data_strings(tmp_path, run_cli):
 def test_smollm2_card_declares_the_license_of_the_base(tmp_path):
     from sftkit.card import front_matter
 
+    import gguf
+
+    from sftkit.models import gguf_path
+
     meta = front_matter({"base_model": "smollm2-135m", "method": "full", "recipe": {}})
-    # SmolLM2's GGUF metadata (the file the offline model is converted from) declares it.
-    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["license"] == "apache-2.0"
-    assert meta["library_name"] == "transformers" and meta["language"] == ["en"]
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["library_name"] == "transformers"
+    # The GGUF file the offline model is converted from declares the license and languages the card gives.
+    fields = gguf.GGUFReader(str(gguf_path())).fields
+    assert meta["license"] == fields["general.license"].contents() == "apache-2.0"
+    assert meta["language"] == fields["general.languages"].contents() == ["en"]
     folder = tmp_path / "base"
     folder.mkdir()
     (folder / "README.md").write_text("---\nlicense: mit\nlanguage: fr\n---\n# a model\n", "utf-8")
