@@ -313,6 +313,30 @@ def test_chat_compare_shows_both_answers_side_by_side(tmp_path, run_cli, lora_ru
     assert first_line.index("tiny-random") > len(first_line) // 2  # the second column, beside the first
 
 
+def test_chat_interactive_answers_each_line_until_exit(lora_run, run_cli):
+    from click.testing import CliRunner
+
+    from sftkit.cli import cli
+
+    once = run_cli("chat", lora_run, "--prompt", "Name the capital of Italy.", "--max-new-tokens", "10").stdout.strip()
+    result = CliRunner().invoke(cli, ["chat", str(lora_run), "--max-new-tokens", "10"],
+                                input="Name the capital of Italy.\n/reset\n\n/exit\nnever read\n")
+    assert result.exit_code == 0, result.output
+    flat = "".join(re.sub(r"[\u2500-\u257f]", " ", result.output).split())  # the table's box drawing removed
+    assert once and "".join(once.split()) in flat  # the first turn equals the one-shot answer
+    assert "new conversation" in result.output and result.output.count("you>") == 4  # stops at /exit
+
+
+def test_chat_streams_the_growing_answer(tiny_model, tokenizer):
+    from sftkit.chat import generate_one
+
+    partial: list[str] = []
+    generation = generate_one(tiny_model, tokenizer, "Name a colour.\n", [tokenizer.eos_token], 6,
+                              on_text=partial.append)
+    assert len(partial) == generation.tokens == 6  # one update per new token (none stopped it)
+    assert partial[-1] == generation.text and all(b.startswith(a) for a, b in zip(partial, partial[1:]))
+
+
 def test_chat_keeps_the_conversation_for_multi_turn_templates(tokenizer):
     from sftkit import Message
     from sftkit.chat import ChatSettings, example_for, renders_history

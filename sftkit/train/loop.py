@@ -21,7 +21,7 @@ from sftkit.recipe import Recipe
 from sftkit.train.data import Schedule, collate, split_by_tokens
 from sftkit.train.run_files import METRICS_FILE, RunState
 from sftkit.train.sources import TrainData
-from sftkit.train.trackers import Trackers
+from sftkit.train.trackers import Trackers, start_trackers
 
 
 @dataclass
@@ -194,7 +194,6 @@ def _train_steps(run: Run, progress: bool) -> None:
     and checkpoints along the way."""
     from sftkit.train.progress import Progress
     from sftkit.train.run_files import append_metrics
-    from sftkit.train.trackers import start_trackers
 
     recipe = run.recipe
     run.trackers = start_trackers(recipe, run.out, main=run.main, start_step=run.start)
