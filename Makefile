@@ -40,6 +40,8 @@ DEMO_REPORTS := reports/demo
 DEMO_RUN := runs/demo
 DEMO_THREADS ?= 1
 DEMO_ENV := OMP_NUM_THREADS=$(DEMO_THREADS) HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# A sentence from neither split, for the closing side-by-side answer (sftkit chat adds the run's instruction).
+DEMO_PROMPT ?= The company's net sales fell by 12 % to EUR 45.2 mn as demand for paper machines weakened.
 
 demo: install
 	@set -e; start=$$(date +%s); mkdir -p $(DEMO_REPORTS); \
@@ -53,6 +55,8 @@ demo: install
 	$(DEMO_ENV) $(SFTKIT) eval --model $(DEMO_RUN) --compare smollm2-135m --data $(DEMO)/test.jsonl \
 	    --spec $(DEMO)/spec.yaml --report-dir $(DEMO_REPORTS); \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; reports: $(DEMO_REPORTS)/validate.html train.html eval.html (+ .json)"
+	@echo "== after training: sftkit chat --prompt, the tuned run beside its base model (runs/demo/README.md is its card)"
+	@$(DEMO_ENV) $(SFTKIT) chat $(DEMO_RUN) --compare smollm2-135m --prompt "$(DEMO_PROMPT)"
 
 bench: install
 	@$(PY) -c "import trl" 2>/dev/null || $(PIP) install -q -e '.[bench]'

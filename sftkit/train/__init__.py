@@ -17,5 +17,6 @@ The rooms, in the order a run walks through them:
 - ``loop``: the run itself (``train``), its steps, evaluation, checkpoints;
 - ``checkpoints``: crash-safe checkpoints and resume;
 - ``run_files``: metrics.jsonl, the final weights, the result handed to the reporters;
-- ``progress``: the progress bar.
+- ``progress``: the progress bar;
+- ``trackers``: experiment trackers (``report_to``: TensorBoard, W&B, MLflow, ... through accelerate).
 """

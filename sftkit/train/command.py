@@ -39,6 +39,7 @@ from sftkit.recipe import recipe_doc
 @click.option("--save-steps", metavar="N", type=int, help=recipe_doc("save_steps"))
 @click.option("--save-total-limit", metavar="N", type=int, help=recipe_doc("save_total_limit"))
 @click.option("--logging-steps", metavar="N", type=int, help=recipe_doc("logging_steps"))
+@click.option("--report-to", metavar="A,B", help=recipe_doc("report_to"))
 @click.option("--output-dir", metavar="DIR", help=recipe_doc("output_dir"))
 @click.option("--overwrite", is_flag=True, default=None, help=recipe_doc("overwrite"))
 @click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[CHECKPOINT]",

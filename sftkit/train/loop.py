@@ -21,6 +21,7 @@ from sftkit.recipe import Recipe
 from sftkit.train.data import Schedule, collate, split_by_tokens
 from sftkit.train.run_files import METRICS_FILE, RunState
 from sftkit.train.sources import TrainData
+from sftkit.train.trackers import Trackers, start_trackers
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Run:
     state: RunState = field(default_factory=RunState)
     start: int = 0
     step: int = 0
+    trackers: Trackers = field(default_factory=Trackers)  # report_to: started when the steps start
 
     @property
     def main(self) -> bool:
@@ -202,6 +204,7 @@ def _train_steps(run: Run, progress: bool) -> None:
     from sftkit.train.run_files import append_metrics
 
     recipe = run.recipe
+    run.trackers = start_trackers(recipe, run.out, main=run.main, start_step=run.start)
     bar = Progress(run.total_steps, run.start, progress and run.main)
     try:
         for step in range(run.start + 1, run.total_steps + 1):
@@ -209,6 +212,7 @@ def _train_steps(run: Run, progress: bool) -> None:
             record = train_step(run, step)
             if run.main and (step % recipe.logging_steps == 0 or step == run.total_steps):
                 append_metrics(run.metrics_path, record)
+                run.trackers.log(record)
             bar.update(step, record["loss"], record["lr"], run.state.tokens / max(run.state.train_seconds, 1e-9))
             if os.environ.get("SFTKIT_TEST_STEP_SLEEP"):
                 time.sleep(float(os.environ["SFTKIT_TEST_STEP_SLEEP"]))
@@ -219,6 +223,7 @@ def _train_steps(run: Run, progress: bool) -> None:
                 break
     finally:
         bar.close()
+        run.trackers.close()
 
 
 def train_step(run: Run, step: int) -> dict:
@@ -276,6 +281,7 @@ def _maybe_evaluate(run: Run, step: int) -> None:
     eval_loss = evaluate_loss(run)
     if run.main:
         append_metrics(run.metrics_path, {"step": step, "eval_loss": eval_loss})
+        run.trackers.log({"step": step, "eval_loss": eval_loss})
     if state.best_eval is None or eval_loss < state.best_eval:
         state.best_eval, state.bad_evals = eval_loss, 0
     else:
@@ -321,6 +327,7 @@ def _finish(run: Run) -> dict:
     """Check the replicas agree, save the weights, and hand the result to the reporters."""
     import torch
 
+    from sftkit.card import write_card
     from sftkit.reporting import choose_reporters, write_reports
     from sftkit.runs import write_run
     from sftkit.train.model import base_of
@@ -347,5 +354,6 @@ def _finish(run: Run) -> dict:
         chosen = choose_reporters(prepared.registry, run.recipe.reporters or (), run.recipe.no_reporters)
         write_reports(Result("train", title, result), run.out, prepared.registry, reporters=chosen)
         write_run(run.out, run_description(run.recipe, run.data))
+        write_card(run.out, result)  # README.md: the model card
     accelerator.wait_for_everyone()
     return result

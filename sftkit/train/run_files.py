@@ -77,7 +77,7 @@ def save_final(model: Any, tokenizer: Any, template: Any, out: Path) -> None:
             tokenizer.chat_template = jinja
         tokenizer.save_pretrained(str(tmp))
         for child in tmp.iterdir():
-            if child.is_file():
+            if child.is_file() and child.name != "README.md":  # PEFT's empty card: sftkit.card writes the card
                 os.replace(child, out / child.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
