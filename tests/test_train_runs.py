@@ -43,8 +43,12 @@ def _tiny_lora_run(folder, tokenizer, added=()):
     if added:
         tokenizer.add_tokens(list(added), special_tokens=True)
         model.resize_token_embeddings(len(tokenizer))
+    # As sftkit train does (sftkit.train.model.build_model): with added tokens both the embeddings and
+    # the (tied) output layer are saved, so the loaded model does not depend on how resizing fills
+    # the new rows (mean resizing samples them at random: saving only embed_tokens made this flaky).
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
-                        modules_to_save=["embed_tokens"] if added else None)
+                        modules_to_save=["embed_tokens", "lm_head"] if added else None,
+                        ensure_weight_tying=bool(added))
     peft_model = get_peft_model(model, config)
     with torch.no_grad():  # make the adapter non-trivial (B starts at zero)
         for name, param in peft_model.named_parameters():
