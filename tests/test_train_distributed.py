@@ -36,5 +36,5 @@ def test_two_cpu_processes_train_and_save_one_model(tmp_path):
     # 12 examples, 2 per process and step: one epoch is 3 steps, and every example was seen once.
     assert lines[-1]["epoch"] == 1.0
     models = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.safetensors"))
-    assert models == ["adapter_model.safetensors", "checkpoints/checkpoint-2/trainable.safetensors"]
+    assert models == ["adapter_model.safetensors", "checkpoints/checkpoint-2/model.safetensors"]
     assert proc.stderr.count("done: 3 steps") == 1  # only the main process reports
