@@ -258,8 +258,9 @@ def _encode_in_worker(examples: list) -> Block:
     return block_of(row.tokens for row in _WORKER_ENCODER.encode_rows(examples))
 
 
-def chunks_of(examples: Iterable[Any], size: int = CHUNK_ROWS) -> Iterator[list]:
+def chunks_of(examples: Iterable[Any], size: int | None = None) -> Iterator[list]:
     iterator = iter(examples)
+    size = size or CHUNK_ROWS
     while chunk := list(islice(iterator, size)):
         yield chunk
 
