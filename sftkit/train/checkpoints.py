@@ -8,9 +8,8 @@ Layout of ``<run>/checkpoints/checkpoint-N/`` (N = optimizer steps done):
   "processes": world size, "engine": accelerate's distributed type}`` (JSON, no pickle);
 - what ``accelerator.save_state`` writes for the engine in use:
   - single process and DDP: ``model.safetensors`` (the *trainable* weights only, named as in
-    the prepared loss module: ``inner.base_model.model...lora_A.default.weight``, with a
-    ``module.`` prefix under DDP), ``optimizer.bin`` (written by the main process; the
-    optimizer is replicated);
+    the loss module, without DDP's wrapper: ``inner.base_model.model...lora_A.default.weight``),
+    ``optimizer.bin`` (written by the main process; the optimizer is replicated);
   - FSDP: ``pytorch_model_fsdp_0/`` and ``optimizer_0/`` (torch.distributed.checkpoint
     folders, one shard file per process, the whole model state; sharded state dicts);
   - DeepSpeed: ``pytorch_model/`` (DeepSpeed's ZeRO checkpoint: model and optimizer shards of
@@ -178,7 +177,8 @@ def check_rng_state(path: Path, rank: int) -> None:
 
 
 def check_model_file(path: Path, module: Any) -> None:
-    """The weights in ``model.safetensors`` must be exactly this run's trainable parameters."""
+    """The weights in ``model.safetensors`` must be exactly this run's trainable parameters
+    (named as in the module accelerate saves: the loss module without its DDP wrapper)."""
     from safetensors import safe_open
 
     file = path / MODEL_FILE
@@ -207,7 +207,7 @@ def load_checkpoint(accelerator: Any, module: Any, path: str | Path, load_kwargs
                          f"{accelerator.num_processes}", hint="resume with the same number of processes")
     check_rng_state(path, accelerator.process_index)
     if not is_sharded(accelerator):
-        check_model_file(path, module)
+        check_model_file(path, accelerator.unwrap_model(module))
     try:
         accelerator.load_state(str(path), **(load_kwargs or {}))
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
