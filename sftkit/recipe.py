@@ -100,7 +100,7 @@ class Recipe:
     gradient_checkpointing: bool = key(
         False,
         "recompute each layer's activations in the backward pass (non-reentrant; with packing, LoRA and full): "
-        'activation memory of about one layer instead of all of them, for roughly a third more compute')
+        'activation memory of about one layer instead of all of them, for one more forward pass of each layer')
     quantize: str | None = key(
         None,
         '`4bit` (QLoRA: bitsandbytes NF4 with double quantization and bf16 compute) or `8bit`: the frozen base '
@@ -116,7 +116,7 @@ class Recipe:
         'at most 8, once there are at least two chunks of 4,096 rows)')
     data_cache: bool = key(
         True,
-        'keep the encoded training data in an Arrow cache (`$SFTKIT_CACHE/encoded`, default '
+        'keep the encoded training data in an Arrow cache (`$SFTKIT_DATA_CACHE`, default '
         '`~/.cache/sftkit/encoded`), memory-mapped by every process and reused by the next run with the same '
         'file, tokenizer, template, masking and max length')
     eval_steps: int | None = key(None, 'eval loss every N steps (and at the end) when `eval_data` is given')

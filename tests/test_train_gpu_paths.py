@@ -83,14 +83,16 @@ def test_model_device_map_per_engine():
 
     from sftkit.train.model import model_device_map
 
-    def acc(device, kind, index=0):
-        return SimpleNamespace(device=torch.device(device), distributed_type=kind, local_process_index=index)
+    def acc(device, kind, index=0, stage=None):
+        return SimpleNamespace(device=torch.device(device), distributed_type=kind, local_process_index=index,
+                               state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=stage)))
 
     assert model_device_map(acc("cpu", DistributedType.NO)) is None
     assert model_device_map(acc("cuda", DistributedType.MULTI_GPU, 3)) == {"": 3}  # each rank: its own GPU
     assert model_device_map(acc("cuda", DistributedType.NO)) == {"": 0}
     assert model_device_map(acc("cuda", DistributedType.FSDP, 1)) is None  # the engine shards it
-    assert model_device_map(acc("cuda", DistributedType.DEEPSPEED, 1)) is None
+    assert model_device_map(acc("cuda", DistributedType.DEEPSPEED, 1, stage=3)) is None  # partitioned at load
+    assert model_device_map(acc("cuda", DistributedType.DEEPSPEED, 1, stage=2)) == {"": 1}
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
@@ -431,7 +433,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tokenizer, met
         loss_sum.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
         assert grads and all(g.abs().sum() > 0 for g in grads.values())
-        results.append((float(loss_sum), grads))
+        results.append((float(loss_sum.detach()), grads))
     (loss_a, grads_a), (loss_b, grads_b) = results
     assert loss_b == pytest.approx(loss_a, rel=1e-6)
     for name in grads_a:

@@ -43,6 +43,7 @@ class Run:
     kernel: str | None  # the packed-attention kernel (None: padded batches)
     say: Callable[[str], None]
     parameters: tuple[int, int] = (0, 0)  # trainable, total (counted before any sharding)
+    own_attention: str = "sdpa"  # the model's attention implementation before packing switched it
     state: RunState = field(default_factory=RunState)
     start: int = 0
     step: int = 0
@@ -134,7 +135,7 @@ def _setup(recipe: Recipe, accelerator: Any, out: Path, say: Callable[[str], Non
     from sftkit.train.checkpoints import only_trainable_hook
     from sftkit.train.distributed import configure_deepspeed, main_first
     from sftkit.train.loss import make_loss_module
-    from sftkit.train.model import build_model, model_device_map
+    from sftkit.train.model import base_of, build_model, model_device_map
     from sftkit.train.optim import make_optimizer, make_scheduler
     from sftkit.train.sources import load_training_data
 
@@ -145,6 +146,7 @@ def _setup(recipe: Recipe, accelerator: Any, out: Path, say: Callable[[str], Non
     torch.manual_seed(recipe.seed)
     model = build_model(recipe, data.tokenizer, data.added_tokens, device=accelerator.device,
                         device_map=model_device_map(accelerator))
+    own_attention = getattr(base_of(model).config, "_attn_implementation", None) or "sdpa"
     kernel = _packed_kernel(recipe, model, accelerator.device, say)
     schedule = Schedule(data.sources, batch_size=recipe.batch_size, grad_accum=recipe.grad_accum,
                         world=accelerator.num_processes, seed=recipe.seed)
@@ -158,7 +160,7 @@ def _setup(recipe: Recipe, accelerator: Any, out: Path, say: Callable[[str], Non
     accelerator.register_save_state_pre_hook(only_trainable_hook)
     module.train()
     return Run(recipe, accelerator, out, data, model, module, optimizer, scheduler, schedule, params, total_steps,
-               kernel, say, parameters)
+               kernel, say, parameters, own_attention)
 
 
 def _packed_kernel(recipe: Recipe, model: Any, device: Any, say: Callable[[str], None]) -> str | None:
@@ -389,8 +391,8 @@ def _finish(run: Run) -> dict:
     state_dict = final_state_dict(accelerator, run.module, run.recipe.method)  # every process: a collective
     result: dict = {}
     if run.main:
-        if run.kernel is not None:
-            base_of(run.model).set_attn_implementation("sdpa")
+        if run.kernel is not None:  # the saved model carries its own attention, not the training kernel
+            base_of(run.model).set_attn_implementation(run.own_attention)
         prepared = run.data.prepared
         save_final(run.model, prepared.tokenizer, prepared.encoder.template, run.out, state_dict)
         result = build_result(run.recipe, run.data, read_metrics(run.metrics_path), run.state, run.step,

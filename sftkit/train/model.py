@@ -20,15 +20,16 @@ CHECKPOINTING = {"use_reentrant": False}  # non-reentrant: works with LoRA, kwar
 
 def model_device_map(accelerator: Any) -> dict | None:
     """Where ``from_pretrained`` puts the weights: this process's GPU (``{"": local index}``), so
-    no process stages the model in host memory; None on CPU, and under FSDP or DeepSpeed, whose
-    engines shard the model themselves (FSDP's ``cpu_ram_efficient_loading`` reads the weights on
-    rank 0 only; ZeRO-3 partitions them while they load)."""
+    no process stages the model in host memory; None on CPU, and under FSDP and DeepSpeed ZeRO-3,
+    whose engines shard the model themselves (FSDP's ``cpu_ram_efficient_loading`` reads the
+    weights on rank 0 only; ZeRO-3 partitions them while they load)."""
     from accelerate.utils import DistributedType
 
-    if accelerator.device.type != "cuda":
+    if accelerator.device.type != "cuda" or accelerator.distributed_type == DistributedType.FSDP:
         return None
-    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        return None
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        if getattr(accelerator.state.deepspeed_plugin, "zero_stage", 3) >= 3:
+            return None
     return {"": accelerator.local_process_index}
 
 
