@@ -113,7 +113,7 @@ class Recipe:
     num_proc: int | None = key(
         None,
         'processes that tokenize the training data when it is not validated first (default: one per CPU core, '
-        'at most 8, once there are at least two chunks of 4,096 rows)')
+        'at most 8, once there are at least two chunks of 1,024 rows)')
     data_cache: bool = key(
         True,
         'keep the encoded training data in an Arrow cache (`$SFTKIT_DATA_CACHE`, default '

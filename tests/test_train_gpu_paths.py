@@ -438,3 +438,41 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tokenizer, met
     assert loss_b == pytest.approx(loss_a, rel=1e-6)
     for name in grads_a:
         torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-5, atol=1e-7)
+
+
+# -- the GPU check --------------------------------------------------------------------------------------
+
+def test_gpu_check_without_cuda_says_so_and_exits_0():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(HERE.parent / "bench" / "gpu_check.py")], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "no CUDA device here" in proc.stdout and "nothing ran" in proc.stdout
+
+
+def test_gpu_check_compares_the_runs_it_made():
+    import sys
+
+    sys.path.insert(0, str(HERE.parent / "bench"))
+    import gpu_check
+
+    def job(name, losses, code=0):
+        item = gpu_check.Job(name, "smollm2-135m-shaped", [])
+        item.result = {"returncode": code, "losses": losses}
+        return item
+
+    fp32 = [10.9, 10.8, 10.7]
+    jobs = {j.name: j for j in [job("135m lora bf16 packed", [10.91, 10.81, 10.69]), job("135m lora fp32 packed", fp32),
+                                job("135m lora fp32 padded", [10.9, 10.8, 10.7001])]}
+    results = {label: ok for label, ok, _ in gpu_check.checks(jobs, {})}
+    assert results["bf16 LoRA loss tracks fp32 (2%/step)"] is True
+    assert results["packed loss = padded loss (fp32; step 1 1e-4, then 1e-3)"] is True
+    jobs["135m lora bf16 packed"] = job("135m lora bf16 packed", [10.9, 10.8, 11.2])  # 4.7% off at step 3
+    jobs["135m lora fp32 padded"] = job("135m lora fp32 padded", [10.91, 10.8, 10.7])  # step 1 differs by 9e-4
+    results = {label: ok for label, ok, _ in gpu_check.checks(jobs, {})}
+    assert results["bf16 LoRA loss tracks fp32 (2%/step)"] is False
+    assert results["packed loss = padded loss (fp32; step 1 1e-4, then 1e-3)"] is False
+    jobs["135m lora fp32 padded"] = job("135m lora fp32 padded", [], code=1)
+    assert ("run 135m lora fp32 padded", False) in [(label, ok) for label, ok, _ in gpu_check.checks(jobs, {})]

@@ -15,7 +15,7 @@ serialisation, special and added tokens, chat template) and sftkit's version. Th
 with the same key reads the cache and tokenizes nothing.
 
 Encoding without validation runs in ``num_proc`` forked worker processes, one chunk of
-4,096 rows at a time, each returning compact arrays; with validation, the encodings the
+1,024 rows at a time, each returning compact arrays; with validation, the encodings the
 validators made are converted (each row is still tokenized once per run).
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ from sftkit.train.data import Sample, to_sample
 
 FORMAT = 1
 COLUMNS = ("input_ids", "source", "target", "weight")
-CHUNK_ROWS = 4096
+CHUNK_ROWS = 1024  # rows per tokenizing task: a worker holds one chunk's full encodings (~250 bytes a token)
 META_FILE = "meta.json"
 DATA_FILE = "data.arrow"
 
@@ -46,6 +46,16 @@ def cache_root() -> Path:
     from sftkit.models import cache_dir
 
     return Path(os.environ.get("SFTKIT_DATA_CACHE") or cache_dir() / "encoded")
+
+
+def writable() -> bool:
+    """Whether the cache folder exists (or can be made) and can be written."""
+    root = cache_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(root, os.W_OK)
 
 
 # -- the key -----------------------------------------------------------------------------------------
@@ -106,7 +116,7 @@ class Block:
     """Consecutive samples as flat arrays: values and row offsets per column, plus counts."""
 
     values: dict[str, np.ndarray]
-    offsets: dict[str, np.ndarray]  # int64 [rows + 1] per column
+    offsets: dict[str, np.ndarray]  # [rows + 1] per column (int64 in memory, int32 in the Arrow file)
     rows: int  # encoded rows, including those dropped for having no trained token
     truncated: int
 
@@ -159,7 +169,7 @@ class EncodedSet(Sequence[Sample]):
             values, offsets = {}, {}
             for column in COLUMNS:
                 array = table.column(column).chunk(index)
-                offsets[column] = array.offsets.to_numpy().astype(np.int64)
+                offsets[column] = array.offsets.to_numpy(zero_copy_only=True)  # int32, in the map too
                 values[column] = array.values.to_numpy(zero_copy_only=True)
             chunks.append((values, offsets))
         return cls(chunks, dataset)
@@ -275,7 +285,7 @@ def default_workers() -> int:
 
 
 def encode_blocks(examples: Iterable[Any], encoder: Any, num_proc: int | None) -> Iterator[Block]:
-    """Blocks of compact samples for ``examples``, in order, one per chunk of 4,096 rows.
+    """Blocks of compact samples for ``examples``, in order, one per chunk of ``CHUNK_ROWS`` rows.
 
     With more than one worker and at least two chunks, the chunks are encoded by a pool of
     forked processes (each inherits the encoder; the main process reads the rows, keeps at

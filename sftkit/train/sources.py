@@ -105,11 +105,12 @@ def encoded_samples(prepared: Any, recipe: Recipe, *, loaded: bool) -> tuple[Seq
 
     From the Arrow cache when it holds this file's key; else encoded (the encodings that
     validation kept when ``loaded``, else streamed through the tokenizing workers) and, with
-    ``data_cache``, written to the cache and memory-mapped back.
+    ``data_cache``, written to the cache and memory-mapped back (kept in memory instead when
+    the cache folder cannot be written).
     """
     from sftkit.train import cache
 
-    key = cache.data_key(prepared) if recipe.data_cache else None
+    key = cache.data_key(prepared) if recipe.data_cache and cache.writable() else None
     hit = cache.open_cache(key) if key else None
     if hit is not None:
         if loaded:
