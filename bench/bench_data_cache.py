@@ -44,7 +44,7 @@ def make_rows(path: Path, rows: int, seed: int = 0) -> None:
 
     from sftkit.models import load_tokenizer
 
-    vocab = [t[1:] for t in load_tokenizer("smollm2-135m").get_vocab() if t.startswith("Ġ") and t[1:].isalpha()]
+    vocab = sorted(t[1:] for t in load_tokenizer("smollm2-135m").get_vocab() if t.startswith("Ġ") and t[1:].isalpha())
     rng = random.Random(seed)
     with open(path, "w", encoding="utf-8") as handle:
         for _ in range(rows):

@@ -90,3 +90,19 @@ def test_one_process_equals_two_and_resume_retraces(tmp_path):
     assert "at step 2 of 3" in " ".join(again.stderr.split())
     assert abs(_metrics(resumed)[-1]["loss"] - double[-1]["loss"]) <= TOL
     _assert_same_weights(_adapter(resumed), _adapter(two))
+
+
+def test_when_the_main_process_rejects_the_data_every_process_stops_with_its_message(tmp_path):
+    """Only the main process validates; the other waits for it (gloo, long timeout) and, when
+    validation fails, stops with the same message instead of hanging at a barrier."""
+    env = {**os.environ, "SFTKIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    args = ["train", "--data", str(DATA / "sentiment_conflict.jsonl"), "--spec",
+            str(HERE.parent / "demo" / "financial_sentiment" / "spec.yaml"), "--model", "tiny-random",
+            "--max-steps", "1", "--output-dir", str(tmp_path / "bad")]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(_free_port()), "-m", "sftkit", *args], env=env, cwd=str(HERE.parent),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    err = " ".join(proc.stderr.split())
+    assert "validation found 1 error(s); training did not start" in err  # the main process
+    assert "the main process stopped:" in err  # the other one, with the main process's message
