@@ -8,13 +8,15 @@ STAMP := $(VENV)/.installed
 DATA ?= ../shared/data
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench clean help chromium screenshots
+.PHONY: install test demo bench clean help chromium screenshots gpu-check gpu-bundle
 
 help:
 	@echo "make demo    set up (if needed) and run the offline demo on shipped data"
 	@echo "make test    set up (if needed) and run the test suite"
 	@echo "make bench   run the benchmarks and print their tables"
 	@echo "make screenshots  a PNG of each report kind under reports/screenshots/ (needs chromium)"
+	@echo "make gpu-check    train and evaluate real-sized models on a CUDA machine (says 'no CUDA' and exits 0 elsewhere)"
+	@echo "make gpu-bundle   download what gpu-check needs on a machine without a registry (into .gpu-bundle/)"
 
 install: $(STAMP)
 
@@ -62,6 +64,35 @@ bench: install
 	@$(PY) -c "import trl" 2>/dev/null || $(PIP) install -q -e '.[bench]'
 	@ls bench/*.py >/dev/null 2>&1 && for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done || echo "no benchmarks yet"
 
+# The GPU check (bench/gpu_check.py; GPU_NOTES.md). Here, with a .venv, it runs with it (no CUDA:
+# it says so and exits 0). On the GPU machine, which has torch and transformers but no registry,
+# it installs the wheels of .gpu-bundle/ (made here by make gpu-bundle, carried there) into a venv
+# that sees the system packages, then runs. GPU_CHECK_PYTHON overrides the interpreter.
+GPU_BUNDLE ?= .gpu-bundle
+GPU_VENV ?= .gpu-venv
+gpu-bundle: install
+	$(PY) bench/gpu_check.py --bundle $(GPU_BUNDLE)
+
+gpu-check:
+	@set -e; \
+	if [ -n "$(GPU_CHECK_PYTHON)" ]; then py="$(GPU_CHECK_PYTHON)"; \
+	elif [ -x $(PY) ] && $(PY) -c "import sftkit" 2>/dev/null; then py=$(PY); \
+	elif [ -d $(GPU_BUNDLE)/wheels ]; then \
+	  if [ ! -x $(GPU_VENV)/bin/python ]; then \
+	    $(PYTHON) -m venv --system-site-packages $(GPU_VENV); \
+	    pip="$(GPU_VENV)/bin/pip install -q --no-index --find-links $(GPU_BUNDLE)/wheels"; \
+	    $$pip setuptools; \
+	    $$pip -r $(GPU_BUNDLE)/requirements.txt || $$pip --no-deps -r $(GPU_BUNDLE)/requirements-all.txt; \
+	    $(GPU_VENV)/bin/pip install -q --no-index --no-deps --no-build-isolation -e .; \
+	  fi; py=$(GPU_VENV)/bin/python; \
+	else py=$(PYTHON); fi; \
+	if ! $$py -c "import sftkit" 2>/dev/null; then \
+	  if $$py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then \
+	    echo "gpu-check: sftkit is not installed for $$py and there is no $(GPU_BUNDLE)/wheels (make gpu-bundle, then carry it)"; exit 1; \
+	  fi; echo "gpu-check: no CUDA device here; nothing ran"; exit 0; \
+	fi; \
+	$$py bench/gpu_check.py $(GPU_CHECK_ARGS)
+
 # Debian's chromium for the browser tests of the HTML reports. Installed with apt-get where we are
 # root and apt-get exists; never fails: without it the browser tests skip and say why.
 chromium:
@@ -76,4 +107,4 @@ screenshots: install chromium
 	$(PY) tests/browser.py reports/screenshots
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(GPU_VENV)

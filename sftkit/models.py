@@ -113,14 +113,53 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
-def load_model(name: str, *, dtype: str = "float32", trust_remote_code: bool = False, tokenizer: Any = None) -> Any:
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def resolve_device(requested: str = "auto") -> Any:
+    """The device a command runs on: ``cuda`` when asked for or (``auto``) when one is available,
+    else ``cpu``; ``cuda`` on a machine without CUDA is a usage error (exit 2)."""
+    import torch
+
+    if requested not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"unknown device {requested!r}", hint="use auto, cpu or cuda")
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UsageError("--device cuda: this machine has no CUDA device (or this torch is a CPU build)",
+                         hint="use --device auto or cpu, or install a CUDA build of torch")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def weights_dtype(device: Any, precision: str = "auto") -> str:
+    """The dtype weights load in: ``precision`` when it names one (fp32/bf16/fp16), else (auto)
+    bf16 on a CUDA device that supports it natively, fp16 on other CUDA devices, fp32 on CPU."""
+    import torch
+
+    if precision in DTYPES:
+        return DTYPES[precision]
+    if getattr(device, "type", str(device)) != "cuda":
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
+
+
+def load_model(name: str, *, dtype: str = "float32", trust_remote_code: bool = False, tokenizer: Any = None,
+               device_map: Any = None, quantization_config: Any = None) -> Any:
     """Load a causal LM for ``name``; ``tiny-random`` is built from a config with seed 0 (its
-    vocabulary from ``tokenizer`` when given, else from the tokenizer loaded for it)."""
+    vocabulary from ``tokenizer`` when given, else from the tokenizer loaded for it).
+
+    ``device_map`` (e.g. ``{"": 0}``) loads the weights straight onto that device, tensor by
+    tensor, without staging the whole model in host memory first; ``quantization_config`` (a
+    ``BitsAndBytesConfig``) loads a 4-bit or 8-bit base.
+    """
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     torch_dtype = getattr(torch, dtype)
     if name == TINY:
+        if quantization_config is not None:
+            raise UsageError("tiny-random is built from a config and cannot be loaded quantized",
+                             hint="save it to a folder first, or train it without quantize")
         tokenizer = tokenizer if tokenizer is not None else load_tokenizer(name)
         # the base vocabulary (tokens a run added are not in it: the trainer grows the embeddings)
         config = LlamaConfig(vocab_size=tokenizer.vocab_size, bos_token_id=tokenizer.bos_token_id,
@@ -131,13 +170,25 @@ def load_model(name: str, *, dtype: str = "float32", trust_remote_code: bool = F
             model = LlamaForCausalLM(config)
         finally:
             torch.random.set_rng_state(state)
-        return model.to(torch_dtype)
+        model = model.to(torch_dtype)
+        return model.to(_map_device(device_map)) if device_map is not None else model
     path = resolve_model_path(name)
+    placement = {"device_map": device_map} if device_map is not None else {}
+    if quantization_config is not None:
+        placement["quantization_config"] = quantization_config
     try:
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code,
-                                                    use_safetensors=_has_safetensors(path))
+                                                    use_safetensors=_has_safetensors(path), **placement)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from None
+
+
+def _map_device(device_map: Any) -> Any:
+    """The one device of a single-device map (``{"": 0}`` -> ``cuda:0``, ``{"": "cpu"}`` -> cpu)."""
+    import torch
+
+    place = device_map.get("", "cpu") if isinstance(device_map, dict) else device_map
+    return torch.device("cuda", place) if isinstance(place, int) else torch.device(place)
 
 
 def _has_safetensors(path: str) -> bool | None:

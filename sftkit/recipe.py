@@ -93,7 +93,32 @@ class Recipe:
         'the same step with bounded activation memory')
     precision: str = key(
         'auto',
-        '`auto`: bf16 (or fp16) on GPUs that support it, fp32 on CPU; or `fp32`, `bf16`, `fp16`')
+        '`auto`: bf16 on GPUs that support it natively (else fp16), fp32 on CPU; or `fp32`, `bf16`, `fp16`. '
+        'The frozen weights load in this dtype straight onto each process\'s GPU (a LoRA base in bf16 takes '
+        'half the memory of fp32), trainable weights (LoRA adapters, and every weight with `full`) stay fp32, '
+        'and the forward pass runs under autocast in it')
+    gradient_checkpointing: bool = key(
+        False,
+        "recompute each layer's activations in the backward pass (non-reentrant; with packing, LoRA and full): "
+        'activation memory of about one layer instead of all of them, for one more forward pass of each layer')
+    quantize: str | None = key(
+        None,
+        '`4bit` (QLoRA: bitsandbytes NF4 with double quantization and bf16 compute) or `8bit`: the frozen base '
+        'loads quantized and LoRA trains on top; needs a CUDA GPU and the bitsandbytes package')
+    attention: str = key(
+        'auto',
+        'attention kernel for packed batches: `auto` = on CUDA `flash_attention_3` or `flash_attention_2` '
+        '(varlen) when flash-attn is installed, else `flex_attention` (block-diagonal causal mask); on CPU '
+        "`sftkit` (SDPA per example); or name one of them. Padded batches use the model's own")
+    num_proc: int | None = key(
+        None,
+        'processes that tokenize the training data when it is not validated first (default: one per CPU core, '
+        'at most 8, once there are at least two chunks of 1,024 rows)')
+    data_cache: bool = key(
+        True,
+        'keep the encoded training data in an Arrow cache (`$SFTKIT_DATA_CACHE`, default '
+        '`~/.cache/sftkit/encoded`), memory-mapped by every process and reused by the next run with the same '
+        'file, tokenizer, template, masking and max length')
     eval_steps: int | None = key(None, 'eval loss every N steps (and at the end) when `eval_data` is given')
     early_stopping_patience: int | None = key(
         None,
@@ -169,10 +194,12 @@ class Recipe:
 
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+ATTENTION = ("auto", "sftkit", "flex_attention", "flash_attention_2", "flash_attention_3")
 CHOICES = {"method": ("lora", "full"), "scheduler": ("cosine", "linear", "constant"),
-           "precision": ("auto", "fp32", "bf16", "fp16")}
+           "precision": ("auto", "fp32", "bf16", "fp16"), "quantize": ("4bit", "8bit"), "attention": ATTENTION}
 POSITIVE = ("max_length", "lora_r", "lora_alpha", "batch_size", "grad_accum", "save_steps", "save_total_limit",
-            "logging_steps", "max_steps", "eval_steps", "early_stopping_patience", "max_tokens_per_forward")
+            "logging_steps", "max_steps", "eval_steps", "early_stopping_patience", "max_tokens_per_forward",
+            "num_proc")
 KEYS = tuple(f.name for f in fields(Recipe))
 
 
@@ -332,6 +359,9 @@ def build_recipe(recipe_path: str | Path | None, flags: dict[str, Any]) -> Recip
         raise UsageError("no training data", hint="pass --data PATH (repeatable, PATH:WEIGHT to mix) or set data: in the recipe")
     if recipe.method == "full" and "lora_r" in given:
         raise UsageError("--lora-r has no effect with --full")
+    if recipe.quantize and recipe.method == "full":
+        raise UsageError(f"quantize {recipe.quantize} trains LoRA adapters on a frozen quantized base; it cannot "
+                         f"be combined with full fine-tuning", hint="drop --full (LoRA is the default), or drop --quantize")
     from sftkit.train.trackers import check_trackers
 
     recipe.report_to = check_trackers(recipe.report_to)  # a missing tracker package: one message, before any work

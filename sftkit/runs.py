@@ -180,25 +180,32 @@ def template_jinja(template: Any) -> str | None:
     return jinja or None
 
 
-def load_for_inference(model_or_run_dir: str | Path, dtype: str = "float32",
-                       trust_remote_code: bool = False) -> tuple[Any, Any, dict | None]:
-    """``(model, tokenizer, run_info)`` for a model name or a run folder, in eval mode.
+def load_for_inference(model_or_run_dir: str | Path, dtype: str | None = None, trust_remote_code: bool = False,
+                       device: Any = "cpu") -> tuple[Any, Any, dict | None]:
+    """``(model, tokenizer, run_info)`` for a model name or a run folder, in eval mode, on ``device``.
 
     A plain name (``smollm2-135m``, ``tiny-random``, a folder, a hub id) loads through
     ``sftkit.models``; ``run_info`` is then None. A run folder loads its base model, grows
     the embeddings when the run added tokens, applies the LoRA adapter (weights only from
     safetensors; merged for fast generation) or loads the full model, and uses the run's
-    tokenizer.
+    tokenizer. The weights load straight onto ``device`` (``cpu``, ``cuda``, a ``torch.device``)
+    in ``dtype`` (default: bf16 on a GPU that supports it, fp16 on other GPUs, fp32 on CPU).
     """
-    from sftkit.models import load_model, load_tokenizer
+    import torch
 
+    from sftkit.models import load_model, load_tokenizer, weights_dtype
+
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    dtype = dtype or weights_dtype(device)
+    device_map = {"": device.index} if device.type == "cuda" else None  # CPU: the plain load, as always
     if not is_run_dir(model_or_run_dir):
         name = str(model_or_run_dir)
         tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
-        model = load_model(name, dtype=dtype, trust_remote_code=trust_remote_code)
+        model = load_model(name, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map)
         model.eval()
         return model, tokenizer, None
-    import torch
     from transformers import AutoTokenizer
 
     folder = Path(model_or_run_dir)
@@ -207,7 +214,7 @@ def load_for_inference(model_or_run_dir: str | Path, dtype: str = "float32",
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     if info["method"] == "full":
-        model = load_model(str(folder), dtype=dtype, trust_remote_code=trust_remote_code)
+        model = load_model(str(folder), dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map)
     else:
         adapter = folder / "adapter_model.safetensors"
         if not adapter.is_file():
@@ -215,7 +222,8 @@ def load_for_inference(model_or_run_dir: str | Path, dtype: str = "float32",
                              hint="sftkit loads adapter weights only from safetensors")
         from peft import PeftModel
 
-        model = load_model(str(info["base_model"]), dtype=dtype, trust_remote_code=trust_remote_code)
+        model = load_model(str(info["base_model"]), dtype=dtype, trust_remote_code=trust_remote_code,
+                           device_map=device_map)
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer))
         model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)

@@ -21,6 +21,15 @@ os.environ.setdefault("SFTKIT_LOAD_PLUGINS", "")
 # The test machines have no hub: fail fast instead of retrying the network for ~50 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The encoded-data cache of `sftkit train` (sftkit.train.cache) in a temporary folder per test
+# session, so a cache left by an earlier session never changes what a test tokenizes.
+if "SFTKIT_DATA_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["SFTKIT_DATA_CACHE"] = tempfile.mkdtemp(prefix="sftkit-test-data-cache-")
+    atexit.register(shutil.rmtree, os.environ["SFTKIT_DATA_CACHE"], True)
 
 
 def required(variable: str) -> bool:

@@ -378,7 +378,7 @@ def test_readme_template_with_a_system_option_conforms(tokenizer):
     module = _readme_block("def user_assistant(")
     check_template(module.user_assistant, tokenizer=tokenizer)
     rendered = check_template(module.user_assistant, tokenizer=tokenizer, options={"system": 'Be "brief" {x}.'})
-    assert "".join(s.text for s in rendered[1]) == f'Be "brief" {{x}}.\nUSER: Name a primary colour. ASSISTANT: Red.' \
+    assert "".join(s.text for s in rendered[1]) == 'Be "brief" {x}.\nUSER: Name a primary colour. ASSISTANT: Red.' \
         + tokenizer.eos_token
 
 

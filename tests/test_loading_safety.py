@@ -3,8 +3,8 @@ plugins) runs code unless the user asks for it.
 
 - ``trust_remote_code`` is False unless ``--trust-remote-code`` is passed (checked in the
   source and in behaviour);
-- model and adapter weights load only from safetensors; the one pickle sftkit reads itself
-  (a checkpoint's optimizer/RNG state) goes through ``torch.load(weights_only=True)``;
+- model and adapter weights load only from safetensors; the pickles of a checkpoint (its
+  optimizer and RNG state, read by accelerate) go through ``torch.load(weights_only=True)``;
   a pickle that would run code when unpickled is refused before or while loading, and its
   code never runs (a marker file it would create stays absent);
 - YAML goes through the safe loader (no Python tags, no aliases);
@@ -205,22 +205,34 @@ def test_safetensors_are_read_and_a_pickle_beside_them_is_ignored(tmp_path, tiny
         assert torch.equal(a, b), name
 
 
-def test_checkpoint_state_is_unpickled_with_weights_only(tmp_path):
-    import pickle as _pickle
+@pytest.mark.parametrize("pickled", ["optimizer.bin", "random_states_0.pkl"])
+def test_checkpoint_state_is_unpickled_with_weights_only(tmp_path, pickled):
+    """A checkpoint written through accelerate, its optimizer or RNG pickle replaced by one that
+    runs code: resume refuses it (accelerate's weights_only load, sftkit's RNG pre-check)."""
+    import torch
+    from accelerate import Accelerator
 
-    from safetensors.torch import save_file
+    from sftkit.train.checkpoints import load_checkpoint, only_trainable_hook, save_checkpoint
 
-    from sftkit.train.checkpoints import STATE_FILE, load_checkpoint
-
-    marker = tmp_path / "ran"
-    checkpoint = tmp_path / "checkpoint-1"
-    checkpoint.mkdir()
-    save_file({}, str(checkpoint / "trainable.safetensors"))
-    (checkpoint / STATE_FILE).write_text("{}")
-    evil_pickle(checkpoint / "state.pt", marker)
-    with pytest.raises(_pickle.UnpicklingError):
-        load_checkpoint(checkpoint)
-    assert not marker.exists()
+    accelerator = Accelerator(cpu=True)
+    module = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(module.parameters())
+    module, optimizer = accelerator.prepare(module, optimizer)
+    module(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    handle = accelerator.register_save_state_pre_hook(only_trainable_hook)
+    try:
+        folder = save_checkpoint(accelerator, tmp_path / "checkpoints", 1, {"processes": 1}, keep=2)
+        load_checkpoint(accelerator, module, folder)  # the untouched checkpoint loads
+        marker = tmp_path / "ran"
+        evil_pickle(folder / pickled, marker)
+        with pytest.raises(UsageError, match="could not be read safely"):
+            load_checkpoint(accelerator, module, folder)
+        assert not marker.exists()
+    finally:
+        handle.remove()
+        accelerator._models.clear()
+        accelerator._optimizers.clear()
 
 
 def test_run_folder_with_a_pickled_adapter_is_refused(tmp_path):

@@ -37,6 +37,7 @@ def test_train_tokenizes_each_row_once_with_one_tokenizer(tmp_path, run_cli, mon
         return tokenizer
 
     monkeypatch.setattr(sftkit.models, "load_tokenizer", counting_load)
+    monkeypatch.setenv("SFTKIT_DATA_CACHE", str(tmp_path / "encoded"))  # no encodings cached by other tests
     train_a, train_b, evals = DATA / "sentiment.jsonl", DATA / "qa.jsonl", DATA / "sentiment_eval.jsonl"
     recipe = tmp_path / "mix.yaml"
     recipe.write_text(f"data:\n  - {{path: {train_a}, spec: {SPEC}}}\n  - {{path: {train_b}}}\n"

@@ -148,7 +148,7 @@ def test_sigkill_during_a_checkpoint_write_then_resume(reference, tmp_path, run_
     _wait_for(lambda: "writing checkpoint-4" in log.read_text(), proc, log)
     _kill(proc)
     partial = [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".tmp-checkpoint-4")]
-    assert len(partial) == 1 and (partial[0] / "trainable.safetensors").exists()
+    assert len(partial) == 1 and (partial[0] / "model.safetensors").exists()
     assert not (out / "checkpoints" / "checkpoint-4").exists()
     assert latest_checkpoint(out / "checkpoints").name == "checkpoint-2"  # never the partial one
     result = run_cli(*_args(out), "--resume")

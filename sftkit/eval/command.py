@@ -44,9 +44,12 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
 @reporter_flags
 @click.option("--json", "json_path", metavar="PATH", type=click.Path(dir_okay=False), default=None,
               help="Also write the JSON result to PATH.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the models run: auto = the GPU when there is one (weights in bf16, or fp16 where bf16 "
+                   "is not native), else the CPU (fp32).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model folder (off by default).")
 def command(model, data, request, template, template_options, metrics, metric_options, compare, no_compare,
-            max_new_tokens, batch_size, limit, resamples, seed, report_dir, reporters, no_reporters, json_path,
+            max_new_tokens, batch_size, limit, resamples, seed, report_dir, reporters, no_reporters, json_path, device,
             trust_remote_code):
     """Generate with a model (and a base model), score, and compare with confidence intervals.
 
@@ -75,7 +78,8 @@ def command(model, data, request, template, template_options, metrics, metric_op
         model=model, compare=compare, no_compare=no_compare,
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
         metric_options=parse_component_options(metric_options, "--metric-option", "rouge"),
-        max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit, resamples=resamples, seed=seed)
+        max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit, resamples=resamples, seed=seed,
+        device=device)
     render = RenderSettings(template=template, template_options=parse_key_values(template_options, "--template-option"),
                             trust_remote_code=trust_remote_code)
     result = run_eval(request.for_path(data), render, settings)

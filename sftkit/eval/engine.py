@@ -44,6 +44,7 @@ class EvalSettings:
     resamples: int = 1000
     seed: int = 0
     confidence: float = 0.95
+    device: str = "auto"
 
 
 def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
@@ -68,13 +69,17 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
     max_new = settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(task, FALLBACK_MAX_NEW_TOKENS)
 
     _quiet_transformers()
-    _use_idle_cores()
+    from sftkit.models import resolve_device
+
+    device = resolve_device(settings.device)
+    if str(device) == "cpu":
+        _use_idle_cores()
     runs: dict[str, ModelRun] = {}
     prompts = None
     for role, name in [("tuned", settings.model)] + ([("base", compare)] if compare is not None else []):
         runs[role], prompts = generate_with(role, name, examples, prepared.encoder, prompts, max_new_tokens=max_new,
                                             batch_size=settings.batch_size,
-                                            trust_remote_code=render.trust_remote_code)
+                                            trust_remote_code=render.trust_remote_code, device=device)
         if mapper is not None:
             runs[role].labels = mapper.map_many(runs[role].texts)
     runs = {role: runs[role] for role in ROLES if role in runs}
@@ -220,8 +225,10 @@ def _use_idle_cores() -> None:
 
 
 def generate_with(role: str, name: str, examples: list, encoder: Any, prompts: list[str] | None = None, *,
-                  max_new_tokens: int, batch_size: int, trust_remote_code: bool) -> tuple[ModelRun, list[str]]:
-    """Load one model, generate for every prompt, and free the model.
+                  max_new_tokens: int, batch_size: int, trust_remote_code: bool,
+                  device: Any = "cpu") -> tuple[ModelRun, list[str]]:
+    """Load one model onto ``device``, generate for every prompt, and free the model (its GPU
+    memory too) before returning, so a second model never shares the device with the first.
 
     Without ``prompts`` they are rendered with ``encoder`` (the template and its options) and
     this model's tokenizer; the prompts used are returned so a second model answers exactly
@@ -235,7 +242,7 @@ def generate_with(role: str, name: str, examples: list, encoder: Any, prompts: l
     err_console.print(plain(f"{role}: loading {name}", "dim"))
     with warnings.catch_warnings():  # library deprecation notes are not the user's concern here
         warnings.simplefilter("ignore", FutureWarning)
-        model, tokenizer, info = load_for_inference(name, trust_remote_code=trust_remote_code)
+        model, tokenizer, info = load_for_inference(name, trust_remote_code=trust_remote_code, device=device)
     encoder = encoder.with_tokenizer(tokenizer)
     if prompts is None:
         prompts = [encoder.prompt(example) for example in examples]
@@ -245,10 +252,19 @@ def generate_with(role: str, name: str, examples: list, encoder: Any, prompts: l
                            end_texts=ends, description=f"{role}: generating")
     seconds = time.perf_counter() - start
     del model
-    gc.collect()
+    _free_memory()
     tokens = sum(g.tokens for g in generations)
     err_console.print(plain(f"{role}: {len(prompts)} outputs, {tokens} tokens in {seconds:.1f} s", "dim"))
     return ModelRun(role, str(name), info, [g.text.strip() for g in generations], generations, seconds), prompts
+
+
+def _free_memory() -> None:
+    """Collect the model just deleted and hand its cached GPU memory back."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # -- the result ------------------------------------------------------------------------------------

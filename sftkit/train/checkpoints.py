@@ -1,19 +1,39 @@
-"""Crash-safe checkpoints: written into a temp folder, then renamed to ``checkpoint-N``.
+"""Crash-safe checkpoints through accelerate's own state handling, on every process.
 
-A checkpoint folder holds the trainable weights (``trainable.safetensors``), the optimizer and
-scheduler state and the RNG states (``state.pt``, read back with ``weights_only=True``) and
-``trainer_state.json`` (step, counters, early-stopping state), written last. Because the
-rename is the final act, a ``checkpoint-N`` folder is complete by construction; a crash
-leaves at most a ``.tmp-checkpoint-*`` folder, which resume ignores and removes.
+Layout of ``<run>/checkpoints/checkpoint-N/`` (N = optimizer steps done):
 
-``SFTKIT_TEST_CHECKPOINT_SLEEP=[STEP:]SECONDS`` pauses half-way through a write (tests kill
-the process there).
+- ``trainer_state.json``: sftkit's part, written last by the main process:
+  ``{"format": 2, "step": N, "total_steps", "run_state": {tokens, trained_tokens,
+  train_seconds, best_eval, bad_evals, stopped_early}, "scheduler": <LambdaLR state_dict>,
+  "processes": world size, "engine": accelerate's distributed type}`` (JSON, no pickle);
+- what ``accelerator.save_state`` writes for the engine in use:
+  - single process and DDP: ``model.safetensors`` (the *trainable* weights only, named as in
+    the loss module, without DDP's wrapper: ``inner.base_model.model...lora_A.default.weight``),
+    ``optimizer.bin`` (written by the main process; the optimizer is replicated);
+  - FSDP: ``pytorch_model_fsdp_0/`` and ``optimizer_0/`` (torch.distributed.checkpoint
+    folders, one shard file per process, the whole model state; sharded state dicts);
+  - DeepSpeed: ``pytorch_model/`` (DeepSpeed's ZeRO checkpoint: model and optimizer shards of
+    every process; LoRA runs leave the frozen parameters out);
+  - every engine: ``random_states_<rank>.pkl``, one per process (python, numpy, torch and CUDA
+    RNG of that process).
+
+The tensors files are read with safetensors or ``torch.load(weights_only=True)`` (accelerate's
+default); nothing is unpickled with ``weights_only=False``. The scheduler is in
+``trainer_state.json`` rather than a pickle.
+
+Atomicity: every process writes into ``checkpoints/.tmp-checkpoint-N/``; once all are done
+the main process writes ``trainer_state.json``, fsyncs the folder's files and renames it to
+``checkpoint-N``. A ``checkpoint-N`` folder is therefore complete by construction, and a crash
+leaves at most a ``.tmp-checkpoint-*`` folder, which resume ignores and removes. Older
+checkpoints beyond ``save_total_limit`` are removed after the rename.
+
+``SFTKIT_TEST_CHECKPOINT_SLEEP=[STEP:]SECONDS`` pauses the main process after the state is
+written and before ``trainer_state.json`` (tests kill the process there).
 """
 from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 import sys
@@ -24,8 +44,10 @@ from typing import Any
 from sftkit.errors import UsageError
 from sftkit.io import atomic_write_json
 
+FORMAT = 2
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
+MODEL_FILE = "model.safetensors"  # accelerate's SAFE_WEIGHTS_NAME (single process and DDP)
 
 
 def list_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
@@ -47,7 +69,7 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -60,44 +82,45 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(folder: str | Path, step: int, trainable: dict, optimizer: Any, scheduler: Any,
-                    state: dict, keep: int) -> Path:
-    """Write ``checkpoint-<step>`` atomically and keep only the newest ``keep`` checkpoints."""
-    import numpy as np
-    import torch
-    from safetensors.torch import save_file
+def only_trainable_hook(models: list, weights: list, _output_dir: str) -> None:
+    """accelerate save-state pre-hook: keep only the trainable weights in ``model.safetensors``
+    (a LoRA checkpoint holds the adapter, not another copy of the frozen base)."""
+    for index, model in enumerate(models[:len(weights)]):
+        trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+        weights[index] = {k: v for k, v in weights[index].items() if k in trainable}
 
+
+def save_checkpoint(accelerator: Any, folder: str | Path, step: int, state: dict, keep: int,
+                    save_kwargs: dict | None = None) -> Path:
+    """Write ``checkpoint-<step>`` atomically on every process (a collective: all must call it)
+    and keep only the newest ``keep`` checkpoints; returns the folder."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"checkpoint-{step}"
-    tmp = folder / f".tmp-checkpoint-{step}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in trainable.items()}, str(tmp / "trainable.safetensors"))
-    np_state = np.random.get_state()
-    torch.save({
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy_rng": [np_state[0], torch.from_numpy(np_state[1].astype("int64")), *np_state[2:]],
-        "python_rng": list(random.getstate()[1]),
-        "python_rng_extra": [random.getstate()[0], random.getstate()[2]],
-    }, tmp / "state.pt")
-    pause = _test_pause(step)
-    if pause:
-        print(f"sftkit-test: writing checkpoint-{step}", file=sys.stderr, flush=True)
-        time.sleep(pause)
-    atomic_write_json(tmp / STATE_FILE, {**state, "step": step})
-    for child in tmp.iterdir():
-        with open(child, "rb") as handle:
-            os.fsync(handle.fileno())
-    if final.exists():  # a re-run of the same step after a resume
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(folder)
-    for _, old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    tmp = folder / f".tmp-checkpoint-{step}"
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True, **(save_kwargs or {}))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        pause = _test_pause(step)
+        if pause:
+            print(f"sftkit-test: writing checkpoint-{step}", file=sys.stderr, flush=True)
+            time.sleep(pause)
+        atomic_write_json(tmp / STATE_FILE, {"format": FORMAT, **state, "step": step})
+        for path in sorted(tmp.rglob("*"), reverse=True):
+            _fsync(path)
+        _fsync(tmp)
+        if final.exists():  # a re-run of the same step after a resume
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync(folder)
+        for _, old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
     return final
 
 
@@ -122,30 +145,72 @@ def clean_partial(folder: str | Path) -> list[Path]:
     return removed
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict, dict, dict]:
-    """``(trainable weights, optimizer/scheduler/RNG state, trainer state)`` of a checkpoint."""
-    import torch
-    from safetensors.torch import load_file
-
+def read_trainer_state(path: str | Path) -> dict:
+    """The trainer state of a complete checkpoint (a usage error for anything else)."""
     path = Path(path)
-    if not (path / STATE_FILE).is_file() or not (path / "trainable.safetensors").is_file():
+    if not (path / STATE_FILE).is_file():
         raise UsageError(f"{path} is not a complete sftkit checkpoint",
                          hint="pass a checkpoints/checkpoint-N folder, or --resume alone for the latest")
-    weights = load_file(str(path / "trainable.safetensors"))
-    state = torch.load(path / "state.pt", weights_only=True)
-    trainer_state = json.loads((path / STATE_FILE).read_text("utf-8"))
-    return weights, state, trainer_state
+    state = json.loads((path / STATE_FILE).read_text("utf-8"))
+    if state.get("format") != FORMAT:
+        raise UsageError(f"{path} was written by an older sftkit (checkpoint format {state.get('format', 1)})",
+                         hint="start the run again without --resume (or with --overwrite)")
+    return state
 
 
-def restore_rng(state: dict) -> None:
-    """Put back the RNG states saved in a checkpoint."""
-    import numpy as np
-    import torch
+def check_rng_state(path: Path, rank: int) -> None:
+    """Read this process's RNG file the way accelerate does (``weights_only=True``) before
+    ``load_state``, which would only log a failure; a missing or unsafe file is a usage error."""
+    import pickle
 
-    torch.set_rng_state(state["torch_rng"])
-    if state.get("cuda_rng") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    kind, keys, *rest = state["numpy_rng"]
-    np.random.set_state((kind, keys.numpy().astype("uint32"), *rest))
-    version, gauss = state["python_rng_extra"]
-    random.setstate((version, tuple(state["python_rng"]), gauss))
+    from accelerate.utils import load
+
+    file = path / f"random_states_{rank}.pkl"
+    if not file.is_file():
+        raise UsageError(f"{path} has no RNG state for process {rank}",
+                         hint="resume with the same number of processes as the interrupted run")
+    try:
+        load(file)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise UsageError(f"{file} could not be read safely: {str(exc).splitlines()[0][:200]}",
+                         hint="the checkpoint is damaged or was not written by sftkit; resume from another") from None
+
+
+def check_model_file(path: Path, module: Any) -> None:
+    """The weights in ``model.safetensors`` must be exactly this run's trainable parameters
+    (named as in the module accelerate saves: the loss module without its DDP wrapper)."""
+    from safetensors import safe_open
+
+    file = path / MODEL_FILE
+    if not file.is_file():
+        raise UsageError(f"{path} has no {MODEL_FILE}",
+                         hint="resume with the same distributed setup as the interrupted run")
+    with safe_open(str(file), "pt") as handle:
+        saved = set(handle.keys())
+    trainable = {name for name, param in module.named_parameters() if param.requires_grad}
+    if saved != trainable:
+        raise UsageError("the checkpoint does not fit this model (different method, LoRA settings or tokens)",
+                         hint="resume with the same recipe as the interrupted run")
+
+
+def load_checkpoint(accelerator: Any, module: Any, path: str | Path, load_kwargs: dict | None = None) -> dict:
+    """Restore model, optimizer and per-process RNG state with ``accelerator.load_state`` on
+    every process; returns the trainer state."""
+    import pickle
+
+    from sftkit.train.distributed import is_sharded
+
+    path = Path(path)
+    state = read_trainer_state(path)
+    if state.get("processes", 1) != accelerator.num_processes:
+        raise UsageError(f"{path} was written by {state.get('processes')} process(es), this run has "
+                         f"{accelerator.num_processes}", hint="resume with the same number of processes")
+    check_rng_state(path, accelerator.process_index)
+    if not is_sharded(accelerator):
+        check_model_file(path, accelerator.unwrap_model(module))
+    try:
+        accelerator.load_state(str(path), **(load_kwargs or {}))
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise UsageError(f"{path} could not be read safely: {str(exc).splitlines()[0][:200]}",
+                         hint="the checkpoint is damaged or was not written by sftkit; resume from another") from None
+    return state

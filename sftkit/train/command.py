@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from sftkit.cli import data_flags, parse_key_values, parse_names, render_flags
-from sftkit.recipe import recipe_doc
+from sftkit.recipe import ATTENTION, recipe_doc
 
 
 @click.command("train")
@@ -34,6 +34,12 @@ from sftkit.recipe import recipe_doc
 @click.option("--packing/--no-packing", default=None, help=recipe_doc("packing"))
 @click.option("--max-tokens-per-forward", metavar="N", type=int, help=recipe_doc("max_tokens_per_forward"))
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help=recipe_doc("precision"))
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
+              help=recipe_doc("gradient_checkpointing"))
+@click.option("--quantize", type=click.Choice(["4bit", "8bit"]), help=recipe_doc("quantize"))
+@click.option("--attention", type=click.Choice(list(ATTENTION)), help=recipe_doc("attention"))
+@click.option("--num-proc", metavar="N", type=int, help=recipe_doc("num_proc"))
+@click.option("--data-cache/--no-data-cache", default=None, help=recipe_doc("data_cache"))
 @click.option("--eval-steps", metavar="N", type=int, help=recipe_doc("eval_steps"))
 @click.option("--early-stopping-patience", metavar="N", type=int, help=recipe_doc("early_stopping_patience"))
 @click.option("--save-steps", metavar="N", type=int, help=recipe_doc("save_steps"))
@@ -58,6 +64,7 @@ def command(ctx, recipe, resume, no_validate, **flags):
       sftkit train recipe.yaml --lr 1e-4
       sftkit train --output-dir runs/x --resume          # continue after a crash
       accelerate launch -m sftkit train recipe.yaml      # data-parallel
+      accelerate launch --config_file configs/accelerate/fsdp.yaml -m sftkit train recipe.yaml
     """
     from sftkit.console import err_console, plain, progress_disabled
     from sftkit.recipe import build_recipe

@@ -6,6 +6,10 @@ positions whose next token trains (with the target ids and loss weights). A batc
 *packed* (padding-free: the examples of a micro-batch concatenated into one row, position
 ids restarting at 0 and attention kept inside each example) or *padded* (right-padded to
 the longest example of the micro-batch).
+
+A source's samples are any sequence of ``Sample``: the memory-mapped Arrow cache of
+``sftkit.train.cache`` (int32 columns, read on demand) or a list; the mixing order is a numpy
+array, so a million examples cost a few megabytes here.
 """
 from __future__ import annotations
 
@@ -23,9 +27,9 @@ from sftkit.types import TokenizedExample
 class Sample:
     """One encoded example ready for the loss: ids, and where and what it is trained on."""
 
-    input_ids: np.ndarray  # int64 [length]
-    source: np.ndarray  # int64 positions whose hidden state predicts a trained token (t - 1)
-    target: np.ndarray  # int64 the trained token ids (labels[t])
+    input_ids: np.ndarray  # int64 or int32 [length]
+    source: np.ndarray  # int64 or int32: positions whose hidden state predicts a trained token (t - 1)
+    target: np.ndarray  # int64 or int32: the trained token ids (labels[t])
     weight: np.ndarray  # float32 the loss weight of each trained token
 
     @property
@@ -46,7 +50,7 @@ class Source:
     """One training file: its samples and its mixing weight."""
 
     name: str
-    samples: list[Sample]
+    samples: Sequence[Sample]
     weight: float = 1.0
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -57,15 +61,26 @@ def epoch_order(sources: Sequence[Source], seed: int, epoch: int) -> list[tuple[
     Source ``i`` contributes ``round(weight_i * size_i)`` examples per epoch (weight 2 shows each
     example twice, 0.5 half of them), drawn without replacement, then all are shuffled together.
     """
+    return [(int(s), int(i)) for s, i in epoch_array(sources, seed, epoch)]
+
+
+def _count(source: Source) -> int:
+    size = len(source.samples)
+    return max(1, round(source.weight * size)) if size else 0
+
+
+def epoch_array(sources: Sequence[Source], seed: int, epoch: int) -> np.ndarray:
+    """``epoch_order`` as an int64 array of shape [examples, 2] (source, index)."""
     rng = np.random.default_rng([seed, epoch])
-    order: list[tuple[int, int]] = []
+    parts = [np.zeros((0, 2), dtype=np.int64)]
     for index, source in enumerate(sources):
-        size = len(source.samples)
-        count = max(1, round(source.weight * size)) if size else 0
-        picks = np.concatenate([rng.permutation(size) for _ in range(math.ceil(count / size))])[:count] if size else []
-        order.extend((index, int(i)) for i in picks)
-    perm = rng.permutation(len(order))
-    return [order[i] for i in perm]
+        size, count = len(source.samples), _count(source)
+        if not size:
+            continue
+        picks = np.concatenate([rng.permutation(size) for _ in range(math.ceil(count / size))])[:count]
+        parts.append(np.stack([np.full(count, index, dtype=np.int64), picks.astype(np.int64)], axis=1))
+    order = np.concatenate(parts)
+    return order[rng.permutation(len(order))]
 
 
 class Schedule:
@@ -80,8 +95,8 @@ class Schedule:
                  seed: int = 0) -> None:
         self.sources = list(sources)
         self.batch_size, self.grad_accum, self.world, self.seed = batch_size, grad_accum, world, seed
-        self.epoch_size = len(epoch_order(self.sources, seed, 0))
-        self._cache: dict[int, list[tuple[int, int]]] = {}
+        self.epoch_size = sum(_count(s) for s in self.sources)
+        self._cache: dict[int, np.ndarray] = {}
 
     @property
     def per_step(self) -> int:
@@ -98,8 +113,9 @@ class Schedule:
     def _item(self, position: int) -> tuple[int, int]:
         epoch, offset = divmod(position, self.epoch_size)
         if epoch not in self._cache:
-            self._cache = {epoch: epoch_order(self.sources, self.seed, epoch)}
-        return self._cache[epoch][offset]
+            self._cache = {epoch: epoch_array(self.sources, self.seed, epoch)}
+        source, index = self._cache[epoch][offset]
+        return int(source), int(index)
 
     def micro_batches(self, step: int, rank: int = 0) -> list[list[Sample]]:
         """The micro-batches (lists of samples) of ``step`` for process ``rank``."""
@@ -137,36 +153,44 @@ def collate(samples: Sequence[Sample], *, packed: bool, pad_id: int) -> dict[str
 
     Both forms give ``source`` (flat indices into the [batch * length] hidden states whose next
     token trains), ``target`` and ``weight``. Packed: one row, ``position_ids`` restarting per
-    example and ``bounds`` [(start, end), ...] for attention kept inside each example.
-    Padded: ``attention_mask`` and right padding.
+    example, and each example's bounds twice: ``bounds`` [(start, end), ...] (sftkit's CPU
+    kernel) and ``cu_seq_lens`` (int32 [0, end_1, end_2, ...]) with ``max_length`` (flash
+    attention's varlen path). Padded: ``attention_mask`` and right padding.
     """
     import torch
 
+    def tensor(array: np.ndarray) -> Any:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
+
+    lengths = [s.length for s in samples]
     if packed:
-        offsets = np.cumsum([0] + [s.length for s in samples])
+        offsets = np.cumsum([0] + lengths)
         ids = np.concatenate([s.input_ids for s in samples])
-        positions = np.concatenate([np.arange(s.length) for s in samples])
-        source = np.concatenate([s.source + off for s, off in zip(samples, offsets)])
+        positions = np.concatenate([np.arange(n) for n in lengths])
+        source = np.concatenate([s.source.astype(np.int64) + off for s, off in zip(samples, offsets)])
         batch = {
-            "input_ids": torch.from_numpy(ids)[None],
-            "position_ids": torch.from_numpy(positions)[None],
+            "input_ids": tensor(ids)[None],
+            "position_ids": tensor(positions)[None],
             "attention_mask": None,
             "bounds": [(int(a), int(b)) for a, b in zip(offsets[:-1], offsets[1:])],
+            "cu_seq_lens": torch.from_numpy(offsets.astype(np.int32)),
+            "max_length": int(max(lengths)),
         }
         tokens = int(ids.shape[0])
     else:
-        width = max(s.length for s in samples)
+        width = max(lengths)
         ids = np.full((len(samples), width), pad_id, dtype=np.int64)
         mask = np.zeros((len(samples), width), dtype=np.int64)
         for row, s in enumerate(samples):
             ids[row, : s.length] = s.input_ids
             mask[row, : s.length] = 1
-        source = np.concatenate([s.source + row * width for row, s in enumerate(samples)])
+        source = np.concatenate([s.source.astype(np.int64) + row * width for row, s in enumerate(samples)])
         batch = {"input_ids": torch.from_numpy(ids), "position_ids": None,
                  "attention_mask": torch.from_numpy(mask), "bounds": None}
         tokens = int(mask.sum())
-    batch["source"] = torch.from_numpy(source)
-    batch["target"] = torch.from_numpy(np.concatenate([s.target for s in samples]))
-    batch["weight"] = torch.from_numpy(np.concatenate([s.weight for s in samples]))
+    batch["source"] = tensor(source)
+    batch["target"] = tensor(np.concatenate([s.target for s in samples]))
+    batch["weight"] = torch.from_numpy(np.ascontiguousarray(np.concatenate([s.weight for s in samples]),
+                                                            dtype=np.float32))
     batch["tokens"] = tokens
     return batch

@@ -1,9 +1,12 @@
 """The run: claim the run folder, prepare the data, build the model, step, evaluate, checkpoint,
 save, report. ``train(recipe)`` is the whole of ``sftkit train`` below the command line.
 
-``accelerate`` supplies the process group for ``accelerate launch`` / ``torchrun`` (DDP),
-mixed precision on GPUs and gradient synchronisation. The data order is a pure function of
-the seed and the step, so a resumed run sees exactly the batches it would have seen.
+``accelerate`` supplies the process group for ``accelerate launch`` / ``torchrun`` (DDP, or
+FSDP / DeepSpeed from an accelerate config), mixed precision on GPUs, gradient
+synchronisation and the checkpoint state. The data order is a pure function of the seed and
+the step, so a resumed run sees exactly the batches it would have seen. Each step's loss is
+divided by the trained-token weight of the whole step over every process, so the gradient
+does not depend on how many processes share the batch.
 """
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ import math
 import os
 import shutil
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -39,8 +41,10 @@ class Run:
     schedule: Schedule
     params: list
     total_steps: int
-    packed_kernel: bool
+    kernel: str | None  # the packed-attention kernel (None: padded batches)
     say: Callable[[str], None]
+    parameters: tuple[int, int] = (0, 0)  # trainable, total (counted before any sharding)
+    own_attention: str = "sdpa"  # the model's attention implementation before packing switched it
     state: RunState = field(default_factory=RunState)
     start: int = 0
     step: int = 0
@@ -53,6 +57,10 @@ class Run:
     @property
     def metrics_path(self) -> Path:
         return self.out / METRICS_FILE
+
+    @property
+    def packing(self) -> bool:
+        return self.kernel is not None
 
     @property
     def pad_id(self) -> int:
@@ -68,9 +76,13 @@ def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
 
     from sftkit.io import check_not_input, check_writable_dir, protect_inputs
     from sftkit.runs import claim_run_folder
-    from sftkit.train.model import mixed_precision
+    from sftkit.train.attention import choose_kernel
+    from sftkit.train.model import mixed_precision, quantization_config
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision(recipe))
+    quantization_config(recipe, accelerator.device)  # what the run needs is checked before any work
+    if recipe.packing:
+        choose_kernel(recipe.attention, accelerator.device)
     say = log if accelerator.is_main_process else (lambda _msg: None)
     if not torch.cuda.is_available():
         from sftkit.threads import configure
@@ -124,54 +136,74 @@ def _start_folder(recipe: Recipe, accelerator: Any, out: Path, resume: str | Non
 
 
 def _setup(recipe: Recipe, accelerator: Any, out: Path, say: Callable[[str], None]) -> Run:
-    """Data (validated and encoded once), model, kernel, schedule, optimizer and loss module."""
+    """Data (validated and encoded once, by the main process first), model, kernel, schedule,
+    optimizer and loss module."""
     import torch
 
-    from sftkit.train.attention import use_packed_attention
+    from sftkit.train.checkpoints import only_trainable_hook
+    from sftkit.train.distributed import configure_deepspeed, main_first
     from sftkit.train.loss import make_loss_module
-    from sftkit.train.model import base_of, build_model
+    from sftkit.train.model import base_of, build_model, model_device_map
     from sftkit.train.optim import make_optimizer, make_scheduler
     from sftkit.train.sources import load_training_data
 
-    data = load_training_data(recipe, validate=recipe.validate, report_dir=out,
-                              write_reports=accelerator.is_main_process)
+    with main_first(accelerator) as main:  # the others then read the main process's Arrow cache
+        data = load_training_data(recipe, validate=recipe.validate and main, report_dir=out, write_reports=main)
     for note in data.notes:
         say(note)
     torch.manual_seed(recipe.seed)
-    model = build_model(recipe, data.tokenizer, data.added_tokens)
-    packed_kernel = recipe.packing and use_packed_attention(base_of(model))
+    model = build_model(recipe, data.tokenizer, data.added_tokens, device=accelerator.device,
+                        device_map=model_device_map(accelerator))
+    own_attention = getattr(base_of(model).config, "_attn_implementation", None) or "sdpa"
+    kernel = _packed_kernel(recipe, model, accelerator.device, say)
     schedule = Schedule(data.sources, batch_size=recipe.batch_size, grad_accum=recipe.grad_accum,
                         world=accelerator.num_processes, seed=recipe.seed)
     total_steps = recipe.max_steps or schedule.steps_for(recipe.epochs)
     params = [p for p in model.parameters() if p.requires_grad]
+    parameters = (sum(p.numel() for p in params), sum(p.numel() for p in model.parameters()))
     optimizer = make_optimizer(params, recipe)
     scheduler = make_scheduler(optimizer, recipe, total_steps)
+    configure_deepspeed(accelerator, recipe)
     module, optimizer = accelerator.prepare(make_loss_module(model), optimizer)
+    accelerator.register_save_state_pre_hook(only_trainable_hook)
     module.train()
     return Run(recipe, accelerator, out, data, model, module, optimizer, scheduler, schedule, params, total_steps,
-               packed_kernel, say)
+               kernel, say, parameters, own_attention)
+
+
+def _packed_kernel(recipe: Recipe, model: Any, device: Any, say: Callable[[str], None]) -> str | None:
+    """The attention kernel packed batches run with, or None (padded batches): without packing,
+    or when this model cannot use the kernel (said, and the run goes on padded)."""
+    from sftkit.train.attention import choose_kernel, use_kernel
+    from sftkit.train.model import base_of
+
+    if not recipe.packing:
+        return None
+    kernel = choose_kernel(recipe.attention, device)
+    reason = use_kernel(base_of(model), kernel)
+    if reason:
+        say(f"note: {reason}; training on padded batches instead")
+        return None
+    return kernel
 
 
 def _restore_or_start(run: Run, checkpoint: Path | None) -> None:
-    """Load a checkpoint's weights, optimizer, scheduler, RNG and counters, or start afresh;
-    then write the resolved recipe and say what is about to train."""
+    """Load a checkpoint's weights, optimizer, RNG, scheduler and counters (every process through
+    ``accelerator.load_state``), or start afresh; then write the resolved recipe and say what is
+    about to train."""
     from sftkit.io import atomic_write_text
     from sftkit.recipe import recipe_yaml
-    from sftkit.train.checkpoints import load_checkpoint, restore_rng
-    from sftkit.train.model import load_trainable
+    from sftkit.train.checkpoints import load_checkpoint
     from sftkit.train.run_files import trim_metrics
 
     if checkpoint is not None:
-        weights, saved, trainer_state = load_checkpoint(checkpoint)
-        load_trainable(run.model, weights)
-        run.optimizer.load_state_dict(saved["optimizer"])
-        run.scheduler.load_state_dict(saved["scheduler"])
-        restore_rng(saved)
+        trainer_state = load_checkpoint(run.accelerator, run.module, checkpoint, _load_kwargs(run))
         run.start = run.step = int(trainer_state["step"])
         if trainer_state.get("total_steps") != run.total_steps:
             raise UsageError(f"the checkpoint was made for {trainer_state.get('total_steps')} steps, this recipe "
                              f"gives {run.total_steps}",
                              hint="resume with the same recipe (data, epochs, max steps, batch)")
+        run.scheduler.load_state_dict(trainer_state["scheduler"])
         run.state = RunState(**trainer_state["run_state"])
         if run.main:
             trim_metrics(run.metrics_path, run.start)
@@ -183,18 +215,38 @@ def _restore_or_start(run: Run, checkpoint: Path | None) -> None:
     _announce(run)
 
 
+def _load_kwargs(run: Run) -> dict:
+    """``accelerator.load_state`` keywords: optimizer state read onto the CPU first (then moved to
+    each parameter's device by the optimizer), model file holding only the trainable weights;
+    under DeepSpeed its own loader, without the frozen parameters of a LoRA run."""
+    from sftkit.train.distributed import is_deepspeed
+
+    if is_deepspeed(run.accelerator):
+        return {"load_module_strict": False} if run.recipe.method == "lora" else {}
+    return {"map_location": "cpu", "strict": False}
+
+
+def _save_kwargs(run: Run) -> dict:
+    from sftkit.train.distributed import is_deepspeed
+
+    if is_deepspeed(run.accelerator) and run.recipe.method == "lora":
+        return {"exclude_frozen_parameters": True}
+    return {}
+
+
 def _announce(run: Run) -> None:
     from sftkit.runs import template_jinja
 
     recipe, prepared = run.recipe, run.data.prepared
-    n_trainable = sum(p.numel() for p in run.params)
-    n_total = sum(p.numel() for p in run.model.parameters())
+    n_trainable, n_total = run.parameters
     if template_jinja(prepared.encoder.template) is None and prepared.template_name != "chat_template":
         run.say(f"note: template {prepared.template_name!r} has no Jinja form, so the saved tokenizer keeps the base "
                 f"model's chat template; prompt the tuned model with sftkit (eval uses the training template)")
     run.say(f"training {recipe.model} ({recipe.method}, {n_trainable:,} of {n_total:,} parameters trainable) "
             f"for {run.total_steps} steps; {sum(len(s.samples) for s in run.data.sources)} examples, "
-            f"{'padding-free packing' if recipe.packing else 'padded batches'}; run folder {run.out}")
+            f"{f'padding-free packing ({run.kernel} attention)' if run.packing else 'padded batches'}"
+            f"{', gradient checkpointing' if recipe.gradient_checkpointing else ''}"
+            f"{f', {recipe.quantize} base' if recipe.quantize else ''}; run folder {run.out}")
 
 
 def _train_steps(run: Run, progress: bool) -> None:
@@ -228,26 +280,35 @@ def _train_steps(run: Run, progress: bool) -> None:
 
 def train_step(run: Run, step: int) -> dict:
     """One optimizer step: this process's micro-batches (split into passes of at most
-    ``max_tokens_per_forward`` tokens), gradients, clipping, the update; returns its metrics."""
+    ``max_tokens_per_forward`` tokens), gradients, clipping, the update; returns its metrics.
+
+    Every pass's loss sum is divided by the trained-token weight of the whole step summed over
+    all processes, times the number of processes (DDP, FSDP and DeepSpeed average gradients
+    over processes): the gradient is that of the global mean loss, whatever the world size.
+    """
     import torch
 
+    from sftkit.train.distributed import accumulating, world_sum
     from sftkit.train.loss import batch_inputs
 
     recipe, accelerator, state = run.recipe, run.accelerator, run.state
     began = time.perf_counter()
-    micro = [collate(group, packed=recipe.packing, pad_id=run.pad_id)
+    micro = [collate(group, packed=run.packing, pad_id=run.pad_id)
              for m in run.schedule.micro_batches(step - 1, accelerator.process_index)
              for group in split_by_tokens(m, recipe.max_tokens_per_forward)]
-    step_weight = float(sum(b["weight"].sum() for b in micro))
+    step_weight = world_sum(accelerator, float(sum(b["weight"].sum() for b in micro)))
+    scale = accelerator.num_processes / max(step_weight, 1e-12)
     sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)
     for index, batch in enumerate(micro):
-        sync = index == len(micro) - 1
-        with (nullcontext() if sync else accelerator.no_sync(run.module)), accelerator.autocast():
-            loss_sum, weight_sum = run.module(**batch_inputs(batch, accelerator.device))
-            accelerator.backward(loss_sum / max(step_weight, 1e-12))
-        sums += torch.tensor([float(loss_sum.detach()), float(weight_sum), batch["tokens"], len(batch["target"])],
-                             dtype=torch.float64, device=accelerator.device)
-    grad_norm = accelerator.clip_grad_norm_(run.params, recipe.max_grad_norm) if recipe.max_grad_norm else None
+        with accumulating(accelerator, run.module, sync=index == len(micro) - 1), accelerator.autocast():
+            loss_sum, weight_sum = run.module(**batch_inputs(batch, accelerator.device, run.kernel))
+            accelerator.backward(loss_sum * scale)
+        sums += torch.stack([loss_sum.detach().double(), weight_sum.detach().double(),
+                             torch.tensor(float(batch["tokens"]), dtype=torch.float64, device=accelerator.device),
+                             torch.tensor(float(len(batch["target"])), dtype=torch.float64, device=accelerator.device)])
+    # All of the prepared module's parameters: accelerate's FSDP branch recognises its own model.
+    grad_norm = accelerator.clip_grad_norm_(run.module.parameters(), recipe.max_grad_norm) \
+        if recipe.max_grad_norm else None
     lr = run.scheduler.get_last_lr()[0]
     run.optimizer.step()
     run.scheduler.step()
@@ -262,11 +323,20 @@ def train_step(run: Run, step: int) -> dict:
     state.trained_tokens += int(sums[3])
     state.train_seconds += seconds
     return {"step": step, "epoch": round(run.schedule.epoch_at(step), 4), "loss": loss, "lr": lr,
-            "grad_norm": float(grad_norm) if grad_norm is not None else None,
+            "grad_norm": _as_float(grad_norm),
             "tokens": int(sums[2]), "trained_tokens": int(sums[3]), "seconds": round(seconds, 4),
             "tokens_per_s": round(sums[2].item() / seconds, 1),
             "trained_tokens_per_s": round(sums[3].item() / seconds, 1),
             "rank_trained_tokens": [int(v) for v in per_rank.tolist()]}
+
+
+def _as_float(value: Any) -> float | None:
+    """A gradient norm as a float (a DTensor under FSDP2 is gathered first)."""
+    if value is None:
+        return None
+    if hasattr(value, "full_tensor"):
+        value = value.full_tensor()
+    return float(value)
 
 
 def _maybe_evaluate(run: Run, step: int) -> None:
@@ -303,8 +373,8 @@ def evaluate_loss(run: Run) -> float:
     run.module.eval()
     with torch.no_grad(), accelerator.autocast():
         for start in range(0, len(mine), recipe.batch_size):
-            batch = collate(mine[start:start + recipe.batch_size], packed=recipe.packing, pad_id=run.pad_id)
-            loss_sum, weight_sum = run.module(**batch_inputs(batch, accelerator.device))
+            batch = collate(mine[start:start + recipe.batch_size], packed=run.packing, pad_id=run.pad_id)
+            loss_sum, weight_sum = run.module(**batch_inputs(batch, accelerator.device, run.kernel))
             total += torch.stack([loss_sum.double(), weight_sum.double()])
     run.module.train()
     total = accelerator.reduce(total, reduction="sum")
@@ -313,43 +383,39 @@ def evaluate_loss(run: Run) -> float:
 
 def _checkpoint(run: Run, step: int) -> None:
     from sftkit.train.checkpoints import save_checkpoint
-    from sftkit.train.model import trainable_state
 
-    run.accelerator.wait_for_everyone()
-    if run.main:
-        save_checkpoint(run.out / "checkpoints", step, trainable_state(run.model), run.optimizer, run.scheduler,
-                        {"total_steps": run.total_steps, "run_state": run.state.__dict__},
-                        run.recipe.save_total_limit)
-    run.accelerator.wait_for_everyone()
+    state = {"total_steps": run.total_steps, "run_state": run.state.__dict__, "scheduler": run.scheduler.state_dict(),
+             "processes": run.accelerator.num_processes, "engine": str(run.accelerator.distributed_type)}
+    save_checkpoint(run.accelerator, run.out / "checkpoints", step, state, run.recipe.save_total_limit,
+                    _save_kwargs(run))
 
 
 def _finish(run: Run) -> dict:
-    """Check the replicas agree, save the weights, and hand the result to the reporters."""
-    import torch
-
+    """Check the replicas agree, gather and save the weights, and hand the result to the reporters."""
     from sftkit.card import write_card
     from sftkit.reporting import choose_reporters, write_reports
     from sftkit.runs import write_run
+    from sftkit.train.distributed import is_sharded
     from sftkit.train.model import base_of
-    from sftkit.train.run_files import build_result, read_metrics, run_description, save_final
+    from sftkit.train.run_files import build_result, final_state_dict, read_metrics, run_description, save_final
     from sftkit.types import Result
 
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
-    # Data-parallel replicas must hold the same weights: compare a checksum across processes.
-    checksum = torch.stack([p.detach().double().sum() for p in run.params]).sum().reshape(1).to(accelerator.device)
-    checksums = accelerator.gather(checksum)
-    in_sync = bool((checksums - checksums[0]).abs().max() <= 1e-6 * max(1.0, float(checksums[0].abs())))
+    in_sync = None if is_sharded(accelerator) else _replicas_in_sync(run)
+    state_dict = final_state_dict(accelerator, run.module, run.recipe.method)  # every process: a collective
     result: dict = {}
     if run.main:
-        if run.packed_kernel:
-            base_of(run.model).set_attn_implementation("sdpa")
+        if run.kernel is not None:  # the saved model carries its own attention, not the training kernel
+            base_of(run.model).set_attn_implementation(run.own_attention)
         prepared = run.data.prepared
-        save_final(run.model, prepared.tokenizer, prepared.encoder.template, run.out)
-        parameters = (sum(p.numel() for p in run.params), sum(p.numel() for p in run.model.parameters()))
+        save_final(run.model, prepared.tokenizer, prepared.encoder.template, run.out, state_dict)
         result = build_result(run.recipe, run.data, read_metrics(run.metrics_path), run.state, run.step,
-                              run.total_steps, parameters, run.out)
-        result["summary"].update(processes=accelerator.num_processes, replicas_in_sync=in_sync)
+                              run.total_steps, run.parameters, run.out)
+        result["summary"].update(processes=accelerator.num_processes, replicas_in_sync=in_sync,
+                                 engine=str(accelerator.distributed_type).rsplit(".", 1)[-1].lower(),
+                                 device=accelerator.device.type, attention=run.kernel or "padded",
+                                 **_memory(accelerator))
         title = f"sftkit train: {run.recipe.model} ({run.recipe.method})"
         chosen = choose_reporters(prepared.registry, run.recipe.reporters or (), run.recipe.no_reporters)
         write_reports(Result("train", title, result), run.out, prepared.registry, reporters=chosen)
@@ -357,3 +423,23 @@ def _finish(run: Run) -> dict:
         write_card(run.out, result)  # README.md: the model card
     accelerator.wait_for_everyone()
     return result
+
+
+def _replicas_in_sync(run: Run) -> bool:
+    """Data-parallel replicas must hold the same weights: a checksum compared across processes."""
+    import torch
+
+    accelerator = run.accelerator
+    params = [p for p in run.module.parameters() if p.requires_grad]
+    checksum = torch.stack([p.detach().double().sum() for p in params]).sum().reshape(1).to(accelerator.device)
+    checksums = accelerator.gather(checksum)
+    return bool((checksums - checksums[0]).abs().max() <= 1e-6 * max(1.0, float(checksums[0].abs())))
+
+
+def _memory(accelerator: Any) -> dict:
+    """Peak GPU memory of this (main) process, when it ran on a GPU."""
+    import torch
+
+    if accelerator.device.type != "cuda":
+        return {}
+    return {"peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated(accelerator.device) / 2**30, 3)}

@@ -61,17 +61,42 @@ def read_metrics(path: Path) -> list[dict]:
     return out
 
 
-def save_final(model: Any, tokenizer: Any, template: Any, out: Path) -> None:
+def final_state_dict(accelerator: Any, module: Any, method: str) -> dict | None:
+    """The trained weights gathered for the final save, named as in the model inside the loss
+    module; None where every process already holds them whole (one process, DDP).
+
+    Every process must call it (a collective under FSDP and DeepSpeed ZeRO-3): accelerate's
+    ``get_state_dict`` (the main process receives the full state dict, on the CPU); a LoRA run
+    under FSDP2 gathers only the trainable (adapter) weights, not the frozen base.
+    """
+    from sftkit.train.distributed import is_sharded
+
+    if not is_sharded(accelerator):
+        return None
+    if method == "lora" and getattr(accelerator, "is_fsdp2", False):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+        state = get_model_state_dict(accelerator.unwrap_model(module), options=options)
+    else:
+        state = accelerator.get_state_dict(module)
+    prefix = "inner."
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in (state or {}).items()}
+
+
+def save_final(model: Any, tokenizer: Any, template: Any, out: Path, state_dict: dict | None = None) -> None:
     """Save the adapter or full model and the tokenizer (chat template = the training template,
-    rendered for the options the run trained with: ``sftkit.runs.template_jinja``)."""
+    rendered for the options the run trained with: ``sftkit.runs.template_jinja``); ``state_dict``:
+    the gathered weights (sharded engines), else the model's own."""
     import shutil
     import tempfile
 
     from sftkit.runs import template_jinja
 
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=out))
+    extra = {"state_dict": state_dict} if state_dict is not None else {}
     try:
-        model.save_pretrained(str(tmp), safe_serialization=True)  # a PEFT adapter, or the full model
+        model.save_pretrained(str(tmp), safe_serialization=True, **extra)  # a PEFT adapter, or the full model
         jinja = template_jinja(template)
         if jinja:
             tokenizer.chat_template = jinja

@@ -4,6 +4,10 @@ Each row is read, rendered and tokenized once per run: the pre-flight validation
 same chunked store that then trains (``Prepared.load(keep_encodings=True)``), so the tokens
 it checked are the tokens the trainer sees. Later sources and the eval file reuse the first
 source's encoder and tokenizer (one vocabulary, one prompt format).
+
+The samples go into the Arrow cache of ``sftkit.train.cache`` (memory-mapped; a later run
+with the same file, tokenizer and rendering reads it and tokenizes nothing). Without
+validation the rows stream from the file into ``num_proc`` tokenizing processes.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from typing import Any, Sequence
 
 from sftkit.errors import SftkitError, UsageError
 from sftkit.recipe import Recipe
-from sftkit.train.data import Sample, Source, to_sample
+from sftkit.train.data import Sample, Source
 
 
 class ValidationFailed(SftkitError):
@@ -27,7 +31,7 @@ class TrainData:
     """Encoded training sources, eval samples and what the run folder records about them."""
 
     sources: list[Source]
-    eval_samples: list[Sample]
+    eval_samples: Sequence[Sample]
     prepared: Any  # the first source's sftkit.pipeline.Prepared: encoder, tokenizer, spec, template
     notes: list[str] = field(default_factory=list)
     eval_stats: dict = field(default_factory=dict)
@@ -54,19 +58,27 @@ def load_training_data(recipe: Recipe, *, validate: bool, report_dir: Path | Non
     first = prepare(recipe.data_request(recipe.data[0]), recipe.rendering)
     prepared = [first] + [first.more(recipe.data_request(item)) for item in recipe.data[1:]]
     evals = first.more(recipe.eval_request()) if recipe.eval_data else None
-    for item in prepared:
-        item.load(keep_encodings=True)
-    validation = (validate_sources(prepared, evals, report_dir if write_reports else None,
-                                   reporters=(recipe.reporters or (), recipe.no_reporters)) if validate else None)
+    validation = None
+    if validate:
+        for item in prepared:
+            item.load(keep_encodings=True)
+        validation = validate_sources(prepared, evals, report_dir if write_reports else None,
+                                      reporters=(recipe.reporters or (), recipe.no_reporters))
     sources, notes = [], []
     for item, source in zip(prepared, recipe.data):
-        sources.append(_source(item, source.weight, recipe))
+        samples, stats = encoded_samples(item, recipe, loaded=validate)
+        if not len(samples):
+            raise UsageError(f"{item.path}: no example has a trained token (masking {item.masking_name}, "
+                             f"max length {recipe.max_length})",
+                             hint="check --masking and --max-length with sftkit preview")
+        stats["spec"] = item.spec.name
+        sources.append(Source(item.path, samples, source.weight, stats))
         notes.append(f"{item.path}: {item.note}")
-        notes.extend(f"skipped: {e.message}" for e in item.skipped)  # --skip-invalid lists what it left out
+        notes.extend(f"skipped: {e['message']}" for e in stats["skipped"])  # --skip-invalid lists what it left out
     eval_samples, eval_stats = [], {}
     if evals is not None:
-        eval_samples, eval_stats = _encode(evals)
-        notes.extend(f"skipped (eval data): {e.message}" for e in evals.skipped)
+        eval_samples, eval_stats = encoded_samples(evals, recipe, loaded=validate)
+        notes.extend(f"skipped (eval data): {e['message']}" for e in eval_stats.pop("skipped"))
     return TrainData(sources, eval_samples, first, notes, eval_stats, validation)
 
 
@@ -92,32 +104,76 @@ def validate_sources(prepared: list, evals: Any, report_dir: Path | None,
     return summaries
 
 
-def _encode(prepared: Any) -> tuple[list[Sample], dict]:
-    """The samples of a prepared file (rows with no trained token dropped) and their figures."""
-    from sftkit.pipeline import encoded_rows
+def encoded_samples(prepared: Any, recipe: Recipe, *, loaded: bool) -> tuple[Sequence[Sample], dict]:
+    """The samples of a prepared file (rows with no trained token dropped) and their figures.
 
-    tokenized = [row.tokens for row in encoded_rows(prepared.load(), prepared.encoder)]
-    samples = [s for s in (to_sample(t) for t in tokenized) if len(s.target)]
-    lengths = [s.length for s in samples]
-    skipped = len(prepared.skipped)
-    return samples, {
-        "rows": len(tokenized) + skipped,
-        "skipped_lines": skipped,
+    From the Arrow cache when it holds this file's key; else encoded (the encodings that
+    validation kept when ``loaded``, else streamed through the tokenizing workers) and, with
+    ``data_cache``, written to the cache and memory-mapped back (kept in memory instead when
+    the cache folder cannot be written).
+    """
+    from sftkit.train import cache
+
+    key = cache.data_key(prepared) if recipe.data_cache and cache.writable() else None
+    hit = cache.open_cache(key) if key else None
+    if hit is not None:
+        if loaded:
+            _drop_encodings(prepared)
+        samples, meta = hit
+        return samples, _figures(samples, meta)
+    blocks = _kept_blocks(prepared) if loaded else cache.encode_blocks(prepared.examples(), prepared.encoder,
+                                                                       recipe.num_proc)
+
+    def meta() -> dict:
+        return {"path": str(prepared.path), "skipped": [{"line": e.line, "row": e.row, "message": e.message}
+                                                        for e in prepared.skipped]}
+
+    if key is None:
+        blocks = list(blocks)
+        samples = cache.EncodedSet.from_blocks(blocks)
+        info = {**meta(), "rows": sum(b.rows for b in blocks), "truncated": sum(b.truncated for b in blocks),
+                "used": len(samples)}
+        return samples, _figures(samples, info)
+    folder = cache.write_cache(key, blocks, meta)
+    samples, info = cache.open_cache(folder.name) or (None, None)
+    if samples is None:  # pragma: no cover - the folder was just written
+        raise SftkitError(f"the encoded data cache {folder} could not be read back")
+    return samples, _figures(samples, info)
+
+
+def _kept_blocks(prepared: Any):
+    """The encodings validation kept, chunk by chunk, as compact blocks (each chunk's full
+    encodings are dropped once converted)."""
+    from sftkit.pipeline import encode_chunk
+    from sftkit.train.cache import block_of
+
+    store = prepared.load()
+    for chunk in store.chunks():
+        rows = encode_chunk(store, chunk, prepared.encoder)
+        yield block_of(row.tokens for row in rows)
+        if store.encodings is not None:
+            store.encodings.pop(chunk.start, None)
+
+
+def _drop_encodings(prepared: Any) -> None:
+    store = prepared.load()
+    if store.encodings is not None:
+        store.encodings.clear()
+
+
+def _figures(samples: Any, meta: dict) -> dict:
+    """What train.json reports about a file's samples."""
+    lengths = samples.lengths()
+    skipped = list(meta.get("skipped", []))
+    return {
+        "rows": int(meta["rows"]) + len(skipped),
+        "skipped_lines": len(skipped),
         "used": len(samples),
-        "dropped_no_trained_tokens": len(tokenized) - len(samples),
-        "truncated": sum(1 for t in tokenized if t.truncated),
-        "tokens": int(sum(lengths)),
-        "trained_tokens": int(sum(len(s.target) for s in samples)),
-        "mean_length": round(sum(lengths) / len(lengths), 1) if lengths else 0.0,
-        "max_length": max(lengths) if lengths else 0,
+        "dropped_no_trained_tokens": int(meta["rows"]) - len(samples),
+        "truncated": int(meta["truncated"]),
+        "tokens": int(lengths.sum()),
+        "trained_tokens": samples.trained(),
+        "mean_length": round(float(lengths.mean()), 1) if len(lengths) else 0.0,
+        "max_length": int(lengths.max()) if len(lengths) else 0,
+        "skipped": skipped,
     }
-
-
-def _source(prepared: Any, weight: float, recipe: Recipe) -> Source:
-    samples, stats = _encode(prepared)
-    if not samples:
-        raise UsageError(f"{prepared.path}: no example has a trained token (masking {prepared.masking_name}, "
-                         f"max length {recipe.max_length})", hint="check --masking and --max-length with sftkit preview")
-    stats["spec"] = prepared.spec.name
-    stats["skipped"] = [{"line": e.line, "row": e.row, "message": e.message} for e in prepared.skipped]
-    return Source(prepared.path, samples, weight, stats)
