@@ -70,13 +70,19 @@ def cli() -> None:
 # -- options shared by the data commands -------------------------------------------------------
 
 def parse_key_values(items: tuple[str, ...] | list[str], flag: str) -> dict[str, str]:
-    """``("a=1", "b=x")`` -> ``{"a": "1", "b": "x"}``; a clear error for anything else."""
+    """``("a=1", "b=x")`` -> ``{"a": "1", "b": "x"}``; a clear error for anything else.
+
+    The values are ``CommandLineText``: the components that take them parse them as flags
+    (``"3"`` -> 3) and name ``flag KEY=VALUE`` when they refuse one.
+    """
+    from sftkit.options import CommandLineText
+
     out = {}
     for item in items:
         if "=" not in item:
             raise UsageError(f"{flag} {item!r} must look like KEY=VALUE")
         key, value = item.split("=", 1)
-        out[key.strip()] = value
+        out[key.strip()] = CommandLineText(value, f"{flag} {item}")
     return out
 
 
