@@ -355,9 +355,10 @@ def test_validation_errors_abort_with_the_report_path(tmp_path, run_cli):
 
 def test_early_stopping_when_the_eval_loss_stops_improving(tmp_path, run_cli):
     out = tmp_path / "early"
-    # lr 0: the eval loss never improves after the first evaluation, so patience 2 stops at step 3 of 10.
+    # lr 1e-30 (a learning rate must be more than 0): each update is below the float32 resolution of the
+    # weights, so they never change, the eval loss never improves, and patience 2 stops at step 3 of 10.
     result = run_cli("train", "--data", SENTIMENT, "--spec", SPEC, "--model", "tiny-random", "--max-steps", "10",
-                     "--batch-size", "4", "--lr", "0", "--scheduler", "constant", "--eval-data",
+                     "--batch-size", "4", "--lr", "1e-30", "--scheduler", "constant", "--eval-data",
                      DATA / "sentiment_eval.jsonl", "--eval-steps", "1", "--early-stopping-patience", "2",
                      "--output-dir", out, "--no-validate")
     assert result.exit_code == 0, result.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sftkit.errors import SftkitError, UsageError
-from sftkit.recipe import Recipe
+from sftkit.recipe import MAX_STEPS, Recipe
 from sftkit.train.data import Schedule, collate, split_by_tokens
 from sftkit.train.run_files import METRICS_FILE, RunState
 from sftkit.train.sources import TrainData
@@ -140,6 +140,9 @@ def _setup(recipe: Recipe, accelerator: Any, out: Path, say: Callable[[str], Non
     schedule = Schedule(data.sources, batch_size=recipe.batch_size, grad_accum=recipe.grad_accum,
                         world=accelerator.num_processes, seed=recipe.seed)
     total_steps = recipe.max_steps or schedule.steps_for(recipe.epochs)
+    if total_steps > MAX_STEPS:
+        raise UsageError(f"epochs {recipe.epochs:g} of {schedule.epoch_size:,} examples make {total_steps:,} optimizer "
+                         f"steps, more than the limit of {MAX_STEPS:,}", hint="lower epochs, or set max_steps")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, recipe)
     scheduler = make_scheduler(optimizer, recipe, total_steps)
