@@ -70,7 +70,7 @@ def command(ctx, data, request, render, no_tokenizer, eval_data, report_dir, jso
     from sftkit.io import check_writable_dir, check_writable_file, protect_inputs
     from sftkit.pipeline import DEFAULT_MAX_LENGTH, prepare
     from sftkit.reporting import write_reports
-    from sftkit.validation import ValidationSettings, failed, resolve_validators, run_validation
+    from sftkit.validation import ValidationSettings, check_validation, failed, run_validation
 
     protect_inputs([data, eval_data, request.spec])
     check_writable_dir(report_dir, "--report-dir")
@@ -82,8 +82,7 @@ def command(ctx, data, request, render, no_tokenizer, eval_data, report_dir, jso
                                   severity=parse_severities(severities), batch_size=batch_size)
     render = dataclasses.replace(render, model=None if no_tokenizer else render.model,
                                  max_length=render.max_length or DEFAULT_MAX_LENGTH)
-    prepared = prepare(request.for_path(data), render, checks=[
-        lambda spec: resolve_validators(spec, settings.only, settings.skip, settings.validator_options)])
+    prepared = prepare(request.for_path(data), render, checks=[lambda spec: check_validation(spec, settings)])
     evals = prepared.more(request.for_path(eval_data)) if eval_data else None
     result = run_validation(prepared, settings, eval_data=evals)
     written = write_reports(result, report_dir, prepared.registry, json_copy=json_path)
