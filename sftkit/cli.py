@@ -150,7 +150,7 @@ def render_flags(func: Callable) -> Callable:
         click.option("--model", metavar="NAME", default="smollm2-135m", show_default=True,
                      help="The model (whose tokenizer is used): smollm2-135m (the offline default), tiny-random "
                           "(tests), a local folder, or a hub id."),
-        click.option("--max-length", metavar="N", type=click.IntRange(min=1), default=None,
+        click.option("--max-length", metavar="N", type=click.IntRange(min=1, max=10**7), default=None,
                      help="Truncate to N tokens."),
         click.option("--add-special-tokens", is_flag=True,
                      help="Add the template's delimiters to the tokenizer as special tokens."),

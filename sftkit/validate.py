@@ -53,7 +53,7 @@ def parse_severities(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--validator-option", "validator_options", multiple=True, metavar="NAME.KEY=VALUE",
               help="A validator threshold, e.g. balance.max_ratio=5 (repeatable; a spec's validators: sets them too, "
                    "the flag wins).")
-@click.option("--batch-size", metavar="N", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--batch-size", metavar="N", type=click.IntRange(min=1, max=2**20), default=8, show_default=True,
               help="Batch size for the padding-waste figure.")
 @click.pass_context
 def command(ctx, data, request, render, no_tokenizer, eval_data, report_dir, json_path, fail_on, only, skip,

@@ -68,6 +68,7 @@ def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
     from sftkit.runs import claim_run_folder
     from sftkit.train.model import mixed_precision
 
+    _release_precision(mixed_precision(recipe))
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision(recipe))
     say = log if accelerator.is_main_process else (lambda _msg: None)
     if not torch.cuda.is_available():
@@ -90,6 +91,17 @@ def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
     finally:
         if claim is not None:
             claim.release()
+
+
+def _release_precision(wanted: str) -> None:
+    """Let a second ``train`` in one process (tests, notebooks, ``sftkit.testing.run_cli``) use another
+    precision: accelerate keeps the first run's mixed precision process-wide and refuses a change
+    (a ValueError, exit 3). Only the precision state is dropped; the process group stays."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, wanted):
+        AcceleratorState._reset_state()
 
 
 def _start_folder(recipe: Recipe, accelerator: Any, out: Path, resume: str | None,
