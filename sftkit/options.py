@@ -321,6 +321,8 @@ def _list(schema: dict, defs: dict) -> str:
     head = "a non-empty list" if low == 1 and high is None else "a list"
     if "enum" in items:
         head += " of " + ", ".join(_choice(v) for v in items["enum"])
+    elif items.get("type") == "string":
+        head += " of " + _text(items)
     elif isinstance(items.get("type"), str):
         head += " of " + PLURAL.get(items["type"], "values")
     if (low or 0) > 1 or high is not None:

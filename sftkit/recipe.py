@@ -17,7 +17,9 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
+
+from annotated_types import MinLen  # constraints pydantic reads (sftkit.options), light to import
 
 from sftkit.errors import DataError, UsageError
 
@@ -84,7 +86,7 @@ class Recipe:
     lora_r: int = key(16, 'LoRA rank', ge=1, le=4096)
     lora_alpha: int = key(32, 'LoRA alpha (the update is scaled by alpha / r)', ge=1, le=2**16)
     lora_dropout: float = key(0.0, 'LoRA dropout (0 by default: it costs seconds per step on CPU)', ge=0, lt=1)
-    target_modules: list[str] = key(doc='LoRA target modules (by name)', factory=lambda: list(DEFAULT_TARGETS),
+    target_modules: list[Annotated[str, MinLen(1)]] = key(doc='LoRA target modules (by name)', factory=lambda: list(DEFAULT_TARGETS),
                                     min_length=1)
     epochs: float = key(1.0, 'length of training in epochs (`max_steps` wins)', gt=0, le=10**4)
     max_steps: int | None = key(None, 'optimizer steps (overrides `epochs`)', ge=1,

@@ -277,7 +277,7 @@ def test_a_bad_value_stops_train_before_the_tokenizer_or_a_model_loads(run_cli, 
         (["--epochs", "0"], "--epochs must be more than 0, got 0.0"),
         (["--seed", "-1"], "--seed must be at least 0, got -1"),
         (["--lora-dropout", "1"], "--lora-dropout must be less than 1, got 1.0"),
-        (["--target-modules", ","], "--target-modules must be a non-empty list of text, got ','"),
+        (["--target-modules", ","], "--target-modules must be a non-empty list of non-empty text, got ','"),
         (["--max-steps", str(10**9)], "--max-steps must be at most 100000000, got 1000000000"),
     ]
     for args, fragment in cases:
@@ -360,6 +360,21 @@ def test_metric_options_are_refused_before_any_model_loads(run_cli, tmp_path, op
     assert result.exit_code == 2
     assert fragment in squash(result.stderr)
     assert "no-such-model" not in result.stderr  # the model was never looked at
+
+
+def test_target_modules_lora_cannot_adapt_are_one_message(run_cli, tmp_path):
+    """Found by tests/test_value_properties.py: an empty name or a module that is not a layer LoRA
+    wraps (an activation, a container) reached PEFT and was an internal error."""
+    recipe = tmp_path / "r.yaml"
+    for modules, fragment in (("['']", "target_modules must be a non-empty list of non-empty text, got ['']"),
+                              ("[act_fn]", "target module(s) act_fn of tiny-random are not layers LoRA can adapt"),
+                              ("[layers]", "target module(s) layers of tiny-random are not layers LoRA can adapt"),
+                              ("[nope]", "target module(s) nope not found in tiny-random")):
+        recipe.write_text(f"target_modules: {modules}\n", "utf-8")
+        result = run_cli("train", recipe, "--data", SENTIMENT, "--spec", SPEC, "--model", "tiny-random",
+                         "--no-validate", "--max-steps", "1", "--output-dir", tmp_path / "run")
+        assert result.exit_code == 2, (modules, result.stderr)
+        assert fragment in squash(result.stderr), (modules, result.stderr)
 
 
 def test_two_trainings_in_one_process_may_use_different_precisions(run_cli, tmp_path):

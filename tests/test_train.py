@@ -53,7 +53,7 @@ def test_recipe_unknown_key_names_closest(tmp_path, run_cli):
     ("warmup_ratio: 5", "warmup_ratio must be at most 1, got 5"),
     ("lora_dropout: 1.0", "lora_dropout must be less than 1, got 1.0"),
     ("seed: 4294967296", "seed must be at most 4294967295, got 4294967296"),
-    ("target_modules: []", "target_modules must be a non-empty list of text, got []"),
+    ("target_modules: []", "target_modules must be a non-empty list of non-empty text, got []"),
     ("lr: .nan", "lr must be a number more than 0 and at most 1 (or null), got nan"),
     ("weight_decay: -.inf", "weight_decay must be a number of at least 0, got -inf"),
     ("max_steps: 1000000000", "max_steps must be at most 100000000"),

@@ -8,6 +8,10 @@ from sftkit.errors import UsageError
 from sftkit.recipe import Recipe
 
 
+# The layer types PEFT's LoRA wraps (by class name: transformers' Conv1D is GPT-2's linear layer).
+LORA_LAYERS = frozenset({"Linear", "Embedding", "Conv1d", "Conv2d", "Conv3d", "Conv1D", "MultiheadAttention"})
+
+
 def build_model(recipe: Recipe, tokenizer: Any, added_tokens: list[str]) -> Any:
     """The base model (embeddings grown for added tokens), wrapped with LoRA or fully trainable."""
     from sftkit.models import load_model
@@ -23,12 +27,18 @@ def build_model(recipe: Recipe, tokenizer: Any, added_tokens: list[str]) -> Any:
         return model
     from peft import LoraConfig, get_peft_model
 
-    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name}
+    adaptable = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                 if name and type(module).__name__ in LORA_LAYERS}
+    linear = "linear modules of this model: " + ", ".join(sorted(
+        {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and type(m).__name__ == "Linear"}))
     missing = [t for t in recipe.target_modules if t not in names]
     if missing:
-        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
-        raise UsageError(f"target module(s) {', '.join(missing)} not found in {recipe.model}",
-                         hint="linear modules of this model: " + ", ".join(linear))
+        raise UsageError(f"target module(s) {', '.join(missing)} not found in {recipe.model}", hint=linear)
+    other = [t for t in recipe.target_modules if t not in adaptable]
+    if other:
+        raise UsageError(f"target module(s) {', '.join(other)} of {recipe.model} are not layers LoRA can adapt "
+                         f"(linear, embedding or convolution layers)", hint=linear)
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     config = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
                         target_modules=list(recipe.target_modules), task_type="CAUSAL_LM",
