@@ -154,7 +154,7 @@ def test_cli_with_a_broken_plugin(site, monkeypatch, fresh_global):
     assert plugins["good"]["ok"] is True and plugins["good"]["package"] == "sftkit-good"
     shout = next(c for c in data["components"] if c["name"] == "shout")
     assert shout == {"kind": "templates", "name": "shout", "plugin": "good", "version": "0.4.0",
-                     "help": "Everything in capitals.", "options": {}}
+                     "help": "Everything in capitals.", "options": {}, "option_schemas": {}}
     alpaca = next(c for c in data["components"] if c["name"] == "alpaca")
     assert (alpaca["plugin"], alpaca["version"]) == ("templates", "built-in")
     assert "failed to load: broken" in result.stderr and "SFTKIT_LOAD_PLUGINS" in result.stderr
