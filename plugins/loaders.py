@@ -16,9 +16,11 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Annotated, Iterator, Literal
 
-from sftkit import DataError, UsageError, hookimpl
+from pydantic import AfterValidator, Field
+
+from sftkit import DataError, hookimpl
 from sftkit.io import bounded_lines, check_readable, open_for_reading, read_bounded, reading
 
 MAX_CSV_FIELD = 2**31 - 1
@@ -67,34 +69,22 @@ def _refuse_binary(path: Path, expected: str) -> None:
             raise DataError(f"the file holds {what}, not {expected}", path=str(path), hint=todo)
 
 
-# -- options, checked by value -----------------------------------------------------------------
+# -- options, declared with their allowed values (sftkit.options checks them before any file is opened) ---
 
-def _option_error(loader: str, option: str, value: object, allowed: str) -> UsageError:
-    return UsageError(f"loader {loader!r}: option {option} must be {allowed}, got {value!r}",
-                      hint=f"pass --loader-option {option}=VALUE (or loader_options in the spec) with {allowed}")
-
-
-def _check_choice(loader: str, option: str, value: object, choices: tuple) -> None:
-    if not isinstance(value, str) or value not in choices:
-        raise _option_error(loader, option, value, "one of " + ", ".join(choices))
-
-
-def _check_count(loader: str, option: str, value: object, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _option_error(loader, option, value, f"a whole number of at least {minimum}")
-
-
-def _check_text(loader: str, option: str, value: object) -> None:
-    if not isinstance(value, str):
-        raise _option_error(loader, option, value, "text")
-
-
-def _check_delimiter(loader: str, value: object) -> None:
-    if not isinstance(value, str) or len(value) != 1:
-        raise _option_error(loader, "delimiter", value, "exactly one character (e.g. ',' or ';'; tabs: the tsv loader)")
+def _one_delimiter(value: str) -> str:
+    if len(value) != 1:
+        raise ValueError("exactly one character (e.g. ',' or ';'; tabs: the tsv loader)")
     if value in ('"', "\r", "\n") or value.isalnum() and value.isascii():
-        raise _option_error(loader, "delimiter", value,
-                            "one character other than a quote, a line end, a letter or a digit")
+        raise ValueError("one character other than a quote, a line end, a letter or a digit")
+    return value
+
+
+MAX_BYTES_OPTION = 2**34  # 16 GiB: a larger limit for one line or one whole file is a mistake, not a need
+EncodingErrors = Annotated[Literal[ENCODING_ERRORS], Field(
+    description="strict: invalid UTF-8 is an error naming the line; replace: bad bytes become U+FFFD")]
+SkipInvalid = Annotated[bool, Field(description="yield each broken line's error and go on (--skip-invalid)")]
+MaxLineBytes = Annotated[int, Field(ge=1, le=MAX_BYTES_OPTION, description="the longest line read, in bytes")]
+Delimiter = Annotated[str, AfterValidator(_one_delimiter), Field(description="the field separator, one character")]
 
 
 def _decode_line(raw: bytes, path: Path, line_no: int, errors: str = "strict") -> str:
@@ -109,11 +99,9 @@ def _decode_line(raw: bytes, path: Path, line_no: int, errors: str = "strict") -
         ) from None
 
 
-def jsonl(path: Path, encoding_errors: str = "strict", skip_invalid: bool = False,
-          max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[dict]:
+def jsonl(path: Path, encoding_errors: EncodingErrors = "strict", skip_invalid: SkipInvalid = False,
+          max_line_bytes: MaxLineBytes = MAX_LINE_BYTES) -> Iterator[dict]:
     """JSON Lines: one JSON object per line (blank lines are skipped)."""
-    _check_choice("jsonl", "encoding_errors", encoding_errors, ENCODING_ERRORS)
-    _check_count("jsonl", "max_line_bytes", max_line_bytes)
     _refuse_binary(path, "JSON Lines text")
     with open_for_reading(path) as handle:
         for line_no, raw in enumerate(bounded_lines(handle, path, max_line_bytes, hint=LONG_LINE_HINT), start=1):
@@ -193,12 +181,14 @@ def _read_text(path: Path, errors: str = "strict", max_bytes: int = MAX_JSON_BYT
                         hint=INVALID_UTF8_HINT) from None
 
 
-def json_array(path: Path, key: str = "", encoding_errors: str = "strict", skip_invalid: bool = False,
-               max_bytes: int = MAX_JSON_BYTES) -> Iterator[dict]:
+def json_array(path: Path,
+               key: Annotated[str, Field(description="the top-level key holding the array (default: the only "
+                                                     "array there)")] = "",
+               encoding_errors: EncodingErrors = "strict", skip_invalid: SkipInvalid = False,
+               max_bytes: Annotated[int, Field(ge=1, le=MAX_BYTES_OPTION, description="the largest file read "
+                                                                                      "whole, in bytes")] = MAX_JSON_BYTES,
+               ) -> Iterator[dict]:
     """A JSON file holding an array of objects (or an object whose ``key`` holds the array)."""
-    _check_text("json", "key", key)
-    _check_choice("json", "encoding_errors", encoding_errors, ENCODING_ERRORS)
-    _check_count("json", "max_bytes", max_bytes)
     check_readable(path)
     _refuse_binary(path, "JSON text")
     text = _read_text(path, encoding_errors, max_bytes)
@@ -252,9 +242,6 @@ json_array.suffixes = (".json",)
 
 def _delimited(path: Path, delimiter: str, encoding_errors: str = "strict",
                skip_invalid: bool = False, max_line_bytes: int = MAX_LINE_BYTES, loader: str = "csv") -> Iterator[dict]:
-    _check_delimiter(loader, delimiter)
-    _check_choice(loader, "encoding_errors", encoding_errors, ENCODING_ERRORS)
-    _check_count(loader, "max_line_bytes", max_line_bytes)
     check_readable(path)
     _refuse_binary(path, "CSV text" if loader == "csv" else "TSV text")
     csv.field_size_limit(min(sys.maxsize, MAX_CSV_FIELD))
@@ -345,8 +332,8 @@ class _Lines:
         return bad
 
 
-def csv_file(path: Path, delimiter: str = ",", encoding_errors: str = "strict",
-             skip_invalid: bool = False, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[dict]:
+def csv_file(path: Path, delimiter: Delimiter = ",", encoding_errors: EncodingErrors = "strict",
+             skip_invalid: SkipInvalid = False, max_line_bytes: MaxLineBytes = MAX_LINE_BYTES) -> Iterator[dict]:
     """Comma-separated values with a header line (quoted fields may span lines)."""
     return _delimited(path, delimiter, encoding_errors, skip_invalid, max_line_bytes, loader="csv")
 
@@ -354,8 +341,8 @@ def csv_file(path: Path, delimiter: str = ",", encoding_errors: str = "strict",
 csv_file.suffixes = (".csv",)
 
 
-def tsv(path: Path, encoding_errors: str = "strict", skip_invalid: bool = False,
-        max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[dict]:
+def tsv(path: Path, encoding_errors: EncodingErrors = "strict", skip_invalid: SkipInvalid = False,
+        max_line_bytes: MaxLineBytes = MAX_LINE_BYTES) -> Iterator[dict]:
     """Tab-separated values with a header line."""
     return _delimited(path, "\t", encoding_errors, skip_invalid, max_line_bytes, loader="tsv")
 
@@ -363,7 +350,8 @@ def tsv(path: Path, encoding_errors: str = "strict", skip_invalid: bool = False,
 tsv.suffixes = (".tsv", ".tab")
 
 
-def parquet(path: Path, batch_size: int = 4096) -> Iterator[dict]:
+def parquet(path: Path, batch_size: Annotated[int, Field(ge=1, le=2**24, description="rows read per "
+                                                                                     "batch")] = 4096) -> Iterator[dict]:
     """An Apache Parquet file, read in batches, one row group after the other.
 
     A corrupt page is one DataError naming the file and the row group (the rows before it
@@ -372,7 +360,6 @@ def parquet(path: Path, batch_size: int = 4096) -> Iterator[dict]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    _check_count("parquet", "batch_size", batch_size)
     check_readable(path)
     try:
         handle = pq.ParquetFile(path)
@@ -404,9 +391,9 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def hf_disk(path: Path, split: str = "train") -> Iterator[dict]:
+def hf_disk(path: Path, split: Annotated[str, Field(description="the split of a DatasetDict folder")] = "train",
+            ) -> Iterator[dict]:
     """A folder written by ``datasets`` ``save_to_disk`` (a Dataset or a DatasetDict split)."""
-    _check_text("hf_disk", "split", split)
     check_readable(path, folder=True, what="hf_disk loader (a datasets save_to_disk folder)")
     try:
         from datasets import load_from_disk

@@ -4,6 +4,10 @@ Each returns one loss weight per segment; 0 means masked (label -100).
 """
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
+
 from sftkit import Segment, hookimpl
 
 
@@ -37,12 +41,11 @@ def last_turn(segments: list[Segment]) -> list[float]:
     return [1.0 if s.role == "assistant" and s.turn == last else 0.0 for s in segments]
 
 
-def prompt_weighted(segments: list[Segment], prompt_weight: float = 0.1) -> list[float]:
+def prompt_weighted(segments: list[Segment],
+                    prompt_weight: Annotated[float, Field(ge=0, le=1, description="the loss weight of prompt "
+                                                                                  "tokens (responses: 1)")] = 0.1,
+                    ) -> list[float]:
     """Train responses with weight 1 and prompt tokens with a small weight (default 0.1)."""
-    if not 0.0 <= prompt_weight <= 1.0:
-        from sftkit import UsageError
-
-        raise UsageError(f"prompt_weight must be between 0 and 1, got {prompt_weight}")
     return [1.0 if s.is_response else prompt_weight for s in segments]
 
 

@@ -8,6 +8,9 @@ tags alone, so no template ever searches for a marker in token ids.
 from __future__ import annotations
 
 import string
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
 
 from sftkit import DataError, Example, RenderContext, Segment, UsageError, hookimpl
 
@@ -240,6 +243,25 @@ plain.jinja = (
 )
 
 
+CUSTOM_FIELDS = ("instruction", "input", "output", "system", "prompt", "eos", "bos")
+
+
+def _template_text(pattern: str) -> str:
+    """A custom template string whose {fields} are known (checked before any data is read)."""
+    try:
+        fields = [field for _literal, field, _spec, _conv in string.Formatter().parse(pattern) if field is not None]
+    except ValueError as exc:
+        raise ValueError(f"a template string with balanced braces ({exc}; a literal brace is {{{{ or }}}})") from None
+    unknown = [field for field in fields if field not in CUSTOM_FIELDS]
+    if unknown:
+        raise ValueError("a template string whose fields are among " + ", ".join("{%s}" % f for f in CUSTOM_FIELDS)
+                         + f" (not {{{unknown[0]}}})")
+    return pattern
+
+
+TemplateText = Annotated[str, AfterValidator(_template_text)]
+
+
 class CustomTemplate:
     """Template strings from YAML or options: prompt, response and end, with {fields}."""
 
@@ -247,10 +269,12 @@ class CustomTemplate:
         self,
         example: Example,
         context: RenderContext,
-        prompt: str = "{instruction}\n{input}\n",
-        response: str = "{output}",
-        end: str = "{eos}",
-        prompt_no_input: str = "",
+        prompt: Annotated[TemplateText, Field(description="the prompt, e.g. {instruction}\\n{input}\\n")] = (
+            "{instruction}\n{input}\n"),
+        response: Annotated[TemplateText, Field(description="the response (trained)")] = "{output}",
+        end: Annotated[TemplateText, Field(description="what closes the response (trained)")] = "{eos}",
+        prompt_no_input: Annotated[TemplateText, Field(description="the prompt for rows without input "
+                                                                   "(default: prompt)")] = "",
     ) -> list[Segment]:
         values = {
             "instruction": example.instruction,

@@ -81,13 +81,19 @@ def cli(verbose: bool) -> None:
 # -- options shared by the data commands -------------------------------------------------------
 
 def parse_key_values(items: tuple[str, ...] | list[str], flag: str) -> dict[str, str]:
-    """``("a=1", "b=x")`` -> ``{"a": "1", "b": "x"}``; a clear error for anything else."""
+    """``("a=1", "b=x")`` -> ``{"a": "1", "b": "x"}``; a clear error for anything else.
+
+    The values are ``CommandLineText``: the components that take them parse them as flags
+    (``"3"`` -> 3) and name ``flag KEY=VALUE`` when they refuse one.
+    """
+    from sftkit.options import CommandLineText
+
     out = {}
     for item in items:
         if "=" not in item:
             raise UsageError(f"{flag} {item!r} must look like KEY=VALUE")
         key, value = item.split("=", 1)
-        out[key.strip()] = value
+        out[key.strip()] = CommandLineText(value, f"{flag} {item}")
     return out
 
 
@@ -174,7 +180,7 @@ def render_flags(func: Callable) -> Callable:
         click.option("--model", metavar="NAME", default="smollm2-135m", show_default=True,
                      help="The model (whose tokenizer is used): smollm2-135m (the offline default), tiny-random "
                           "(tests), a local folder, or a hub id."),
-        click.option("--max-length", metavar="N", type=click.IntRange(min=1), default=None,
+        click.option("--max-length", metavar="N", type=click.IntRange(min=1, max=10**7), default=None,
                      help="Truncate to N tokens."),
         click.option("--add-special-tokens", is_flag=True,
                      help="Add the template's delimiters to the tokenizer as special tokens."),

@@ -34,6 +34,8 @@ class DataRequest:
     ``spec`` is a built-in spec name, a YAML path, a ``DatasetSpec`` (a run folder's saved spec)
     or None (detected from the first record's columns). ``columns`` maps canonical fields to
     source columns (``{"output": "label"}``); ``instruction`` is a constant instruction.
+    ``options_from`` names where ``loader_options`` came from when not the command line (``the
+    recipe r.yaml, key loader_options``), for messages about their values.
     """
 
     path: str = ""
@@ -43,6 +45,7 @@ class DataRequest:
     loader: str | None = None
     loader_options: Mapping[str, Any] = field(default_factory=dict)
     skip_invalid: bool = False
+    options_from: str = ""
 
     def for_path(self, path: str | Path, spec: str | DatasetSpec | None = None) -> "DataRequest":
         """The same reading settings for another file (with its own spec, if given)."""
@@ -55,7 +58,9 @@ class RenderSettings:
     whose tokenizer is used (None: no tokenizer), max length, special tokens, remote code.
 
     ``template=None`` is the spec's template; ``masking=None`` the strategy that declares itself
-    the default (``completion_only`` among the built-ins).
+    the default (``completion_only`` among the built-ins). ``options_from`` names where
+    ``template_options`` and ``masking_options`` came from when not the command line
+    (``{"masking_options": "the recipe r.yaml, key masking_options"}``), for messages.
     """
 
     template: str | None = None
@@ -66,25 +71,37 @@ class RenderSettings:
     max_length: int | None = None
     add_special_tokens: bool = False
     trust_remote_code: bool = False
+    options_from: Mapping[str, str] = field(default_factory=dict)
+
+    def sources(self, key: str) -> dict[str, str]:
+        """Where each of ``template_options`` or ``masking_options`` came from (see ``options_from``)."""
+        return option_sources(getattr(self, key), self.options_from.get(key, ""))
+
+
+def option_sources(options: Mapping[str, Any], place: str) -> dict[str, str]:
+    """``{option: "PLACE.option"}`` (PLACE: ``the spec s.yaml, key loader_options``) for messages
+    about options read from a file; nothing when ``place`` is empty."""
+    return {name: f"{place}.{name}" for name in options} if place else {}
 
 
 # -- reading ------------------------------------------------------------------------------------
 
 def choose_loader(path: Path, name: str | None = None, options: Mapping | None = None,
-                  registry: Registry | None = None) -> Callable:
-    """The loader named ``name``, or the one whose suffixes or ``matches`` fit the path."""
+                  registry: Registry | None = None, *, sources: Mapping[str, str] | None = None) -> Callable:
+    """The loader named ``name``, or the one whose suffixes or ``matches`` fit the path, with its
+    options checked (``sources``: where each came from, for messages)."""
     registry = registry or get_registry()
     if name:
-        return registry.resolve("loaders", name, dict(options or {}))
+        return registry.resolve("loaders", name, dict(options or {}), sources=sources)
     loaders = registry.components("loaders")
     for comp in loaders.values():
         matches = comp.attribute("matches")
         if matches is not None and matches(path):
-            return comp.bind(dict(options or {}))
+            return comp.bind(dict(options or {}), sources=sources)
     suffix = path.suffix.lower()
     for comp in loaders.values():
         if suffix in tuple(comp.attribute("suffixes") or ()):
-            return comp.bind(dict(options or {}))
+            return comp.bind(dict(options or {}), sources=sources)
     raise UsageError(f"no loader for {path} (suffix {suffix or 'none'})",
                      hint="choose one with --loader NAME; loaders: " + ", ".join(sorted(loaders)))
 
@@ -123,8 +140,11 @@ def _read(request: DataRequest, named: DatasetSpec | None, registry: Registry, s
     path = Path(request.path)
     check_readable(path, folder=path.is_dir())
     loader = request.loader or (named.loader if named else None)
-    options = {**(named.loader_options if named else {}), **request.loader_options}
-    read = choose_loader(path, loader, options, registry)
+    spec_options = named.loader_options if named else {}
+    options = {**spec_options, **request.loader_options}
+    sources = {**option_sources(spec_options, f"the spec {named.source}, key loader_options" if named else ""),
+               **option_sources(request.loader_options, request.options_from)}
+    read = choose_loader(path, loader, options, registry, sources=sources)
     component = getattr(read, "component", None)
     wants_skip = request.skip_invalid and component is not None and "skip_invalid" in component.options()
     items = iter(read(path, skip_invalid=True) if wants_skip else read(path))
@@ -362,12 +382,15 @@ def prepare(request: DataRequest, render: RenderSettings, *, tokenizer: Any = No
     """
     registry = registry or get_registry()
     masking = render.masking or registry.default_name("masking_strategies")
-    masking_fn = registry.resolve("masking_strategies", masking, dict(render.masking_options))
+    masking_fn = registry.resolve("masking_strategies", masking, dict(render.masking_options),
+                                  sources=render.sources("masking_options"))
     if render.template:
-        registry.resolve("templates", render.template, dict(render.template_options))
+        registry.resolve("templates", render.template, dict(render.template_options),
+                         sources=render.sources("template_options"))
     data = open_data(request, registry)
     template = render.template or data.spec.default_template
-    template_fn = registry.resolve("templates", template, dict(render.template_options))
+    template_fn = registry.resolve("templates", template, dict(render.template_options),
+                                   sources=render.sources("template_options"))
     for check in checks:
         check(data.spec)
     if tokenizer is None and render.model:

@@ -1,4 +1,8 @@
-"""``sftkit plugins``: every component and every plugin's load status."""
+"""``sftkit plugins``: every component and every plugin's load status.
+
+``--json`` gives each component's option defaults as JSON and each option's JSON Schema
+(``option_schemas``, from its declaration: see ``sftkit.options``).
+"""
 from __future__ import annotations
 
 import json
@@ -11,15 +15,19 @@ from sftkit.hookspecs import KINDS
 
 def plugin_report(registry) -> dict:
     """The registry as plain data (the ``--json`` output)."""
+    from sftkit.options import EMPTY, json_value
+
     components = []
     for kind in KINDS:
         for name, comp in sorted(registry.components(kind).items()):
-            options = {k: (None if v is __import__("inspect").Parameter.empty else v) for k, v in comp.options().items()}
+            declared = comp.declared_options
             components.append({
                 "kind": kind, "name": name, "plugin": comp.plugin,
                 "version": comp.version or "built-in", "help": comp.help,
-                "options": {k: v if isinstance(v, (int, float, str, bool, type(None), list)) else repr(v)
-                            for k, v in options.items()},
+                # defaults as JSON (a tuple as a list; None for a required option)
+                "options": {k: None if d.default is EMPTY else json_value(d.default) for k, d in declared.items()},
+                # each option's JSON Schema (pydantic's): type, allowed values, description, default
+                "option_schemas": {k: d.schema for k, d in declared.items()},
             })
     plugins = [
         {"name": p.name, "version": p.version or "built-in", "builtin": p.builtin, "ok": p.ok, "error": p.error,

@@ -7,6 +7,7 @@ from itertools import islice
 import click
 
 from sftkit.cli import data_options, render_options
+from sftkit.errors import UsageError
 
 TRAINED = ("black on #b7e4c0", "black on #8fd19e")
 MASKED = ("#6b7280 on #f1f3f5", "#6b7280 on #e2e5e9")
@@ -47,7 +48,13 @@ def command(data, request, render, count, start, fmt):
     from sftkit.pipeline import prepare
 
     prepared = prepare(request.for_path(data), render)
-    examples = list(islice(prepared.examples(), start, start + count))
+    rows = prepared.examples()
+    before = sum(1 for _ in islice(rows, start))  # the rows before --start (all of them, if it is past the end)
+    examples = list(islice(rows, count))
+    if not examples and start > 0:
+        shown = f"{before:,} row" + ("" if before == 1 else "s") + (f" (0 to {before - 1:,})" if before > 1 else "")
+        raise UsageError(f"--start {start} is past the end of {data}, which has {shown}",
+                         hint=f"pass --start {max(0, before - count)} to see the last rows" if before else None)
     print_skipped([error.message for error in prepared.skipped])
     tokenized = prepared.encoder.encode_many(examples)
     tokenizer = prepared.tokenizer

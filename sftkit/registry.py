@@ -12,12 +12,16 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable, Iterator
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import pluggy
 
 from sftkit import hookspecs
 from sftkit.errors import PluginError, SftkitError, UsageError
+
+if TYPE_CHECKING:
+    from sftkit.options import Declared
 
 ENTRY_POINT_GROUP = "sftkit"
 
@@ -40,6 +44,16 @@ POSITIONAL_ARGS = {
     "validators": ("context",),
     "metrics": ("predictions", "references"),
     "reporters": ("result", "output_dir"),
+}
+
+# Where a user sets the options of each kind: (flag, option prefix, the other place).
+OPTION_PLACES = {
+    "loaders": ("--loader-option", "", "set it in loader_options: of the spec or the recipe"),
+    "templates": ("--template-option", "", "set it in template_options: of the recipe"),
+    "masking_strategies": ("--masking-option", "", "set it in masking_options: of the recipe"),
+    "validators": ("--validator-option", "{name}.", "set it in the spec's validators:"),
+    "metrics": ("--metric-option", "{name}.", ""),
+    "reporters": ("", "", ""),
 }
 
 SINGULAR = {
@@ -84,20 +98,21 @@ class Component:
         target = self.func if inspect.isroutine(self.func) else getattr(self.func, "__call__")
         return inspect.signature(target)
 
+    @cached_property
+    def declared_options(self) -> dict[str, "Declared"]:
+        """The options a user may set, each with its declared type and constraints (``sftkit.options``).
+
+        An option annotated ``Annotated[int, Field(ge=1, description=...)]`` (or ``Literal[...]``)
+        is checked by value; an unannotated one by the type of its default. A built-in whose
+        annotation cannot be read raises (a bug); a third-party one falls back to its defaults.
+        """
+        from sftkit.options import declarations
+
+        return declarations(self.func, len(POSITIONAL_ARGS[self.kind]), strict=self.builtin)
+
     def options(self) -> dict[str, Any]:
         """The options a user may set, with their defaults (``inspect.Parameter.empty`` if none)."""
-        params = list(self._signature().parameters.values())
-        skip = len(POSITIONAL_ARGS[self.kind])
-        out: dict[str, Any] = {}
-        positional_seen = 0
-        for param in params:
-            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                continue
-            if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD) and positional_seen < skip:
-                positional_seen += 1
-                continue
-            out[param.name] = param.default
-        return out
+        return {name: declared.default for name, declared in self.declared_options.items()}
 
     def accepts_any_option(self) -> bool:
         return any(p.kind == p.VAR_KEYWORD for p in self._signature().parameters.values())
@@ -122,27 +137,27 @@ class Component:
                 hint=f"define it as {self.name}({', '.join(needed)}, **options)",
             )
 
-    def bind(self, options: dict[str, Any] | None = None) -> Callable:
-        """Check and coerce ``options``; return a callable with them applied."""
+    def bind(self, options: dict[str, Any] | None = None, *, sources: Mapping[str, str] | None = None) -> Callable:
+        """Check every option by name, type and value (before any work); return a callable with them applied.
+
+        ``sources`` names where an option came from (``"the spec data/spec.yaml, key
+        validators.quality.num_perm"``) for the message; text from the command line
+        (``sftkit.options.CommandLineText``) names its flag itself.
+        """
         options = dict(options or {})
         accepted = self.options()
         if not self.accepts_any_option():
             unknown = [k for k in options if k not in accepted]
             if unknown:
                 raise UsageError(
-                    f"{SINGULAR[self.kind]} {self.name!r} (plugin {self.plugin}) has no option "
-                    f"{', '.join(repr(u) for u in unknown)}",
+                    f"{self.title} has no option {', '.join(repr(u) for u in unknown)}",
                     hint="accepted options: " + (", ".join(accepted) or "none"),
                 )
         missing = [k for k, v in accepted.items() if v is inspect.Parameter.empty and k not in options]
         if missing:
-            flag = f"--{self.kind.split('_')[0].rstrip('s')}-option"
-            key = f"{self.name}.KEY=VALUE" if self.kind in ("validators", "metrics") else "KEY=VALUE"
-            raise UsageError(
-                f"{SINGULAR[self.kind]} {self.name!r} (plugin {self.plugin}) needs option(s) {', '.join(missing)}",
-                hint=f"pass them as {flag} {key} or in the recipe",
-            )
-        coerced = {k: coerce_option(v, accepted.get(k)) for k, v in options.items()}
+            raise UsageError(f"{self.title} needs option(s) {', '.join(missing)}",
+                             hint="pass " + "; and ".join(self.how_to_set(k) for k in missing))
+        coerced = {k: self.check_option(k, v, (sources or {}).get(k)) for k, v in options.items()}
         component = self
 
         def bound(*args: Any, **kwargs: Any) -> Any:
@@ -156,6 +171,33 @@ class Component:
             if hasattr(self.func, attr):
                 setattr(bound, attr, self.attribute(attr))
         return bound
+
+    @property
+    def title(self) -> str:
+        """``validator 'quality' (plugin validators)``: how messages name the component."""
+        return f"{SINGULAR[self.kind]} {self.name!r} (plugin {self.plugin})"
+
+    def how_to_set(self, option: str) -> str:
+        """Where a user sets one option: ``--validator-option quality.num_perm=VALUE or the spec's validators:``."""
+        flag, prefix, elsewhere = OPTION_PLACES[self.kind]
+        where = f"{flag} {prefix.format(name=self.name)}{option}=VALUE" if flag else "its options"
+        return where + (f", or {elsewhere}" if elsewhere else "")
+
+    def check_option(self, option: str, value: Any, source: str | None = None) -> Any:
+        """One option's value checked against its declaration and coerced; UsageError (exit 2) when refused."""
+        from sftkit.options import CommandLineText, ValueProblem
+
+        declared = self.declared_options.get(option)
+        if declared is None:  # taken by **options: the component checks it itself
+            return str(value) if isinstance(value, CommandLineText) else value
+        try:
+            return declared.check(value)
+        except ValueProblem as problem:
+            if isinstance(value, CommandLineText) and value.flag:
+                source = value.flag
+            about = f"; {option}: {declared.description.rstrip('.')}" if declared.description else ""
+            raise UsageError(f"{self.title}: option {option} {problem}" + (f" (from {source})" if source else ""),
+                             hint=f"pass {self.how_to_set(option)}{about}") from None
 
     def attribute(self, name: str, default: Any = None) -> Any:
         """One of the kind's optional attributes (``hookspecs.OPTIONAL_ATTRIBUTES``), or ``default``.
@@ -238,28 +280,6 @@ def blamed_on(component: Component) -> Iterator[None]:
 def _guarded(component: Component, generator: Any) -> Any:
     with blamed_on(component):
         return (yield from generator)
-
-
-def coerce_option(value: Any, default: Any) -> Any:
-    """Turn a string from the command line into the type of the option's default."""
-    if not isinstance(value, str) or default is None or default is inspect.Parameter.empty:
-        return value
-    if isinstance(default, bool):
-        low = value.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise UsageError(f"option value {value!r} is not a boolean (true/false)")
-    for typ in (int, float):
-        if isinstance(default, typ):
-            try:
-                return typ(value)
-            except ValueError:
-                raise UsageError(f"option value {value!r} is not a {typ.__name__}") from None
-    if isinstance(default, (list, tuple)):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return value
 
 
 @dataclass
@@ -432,9 +452,10 @@ class Registry:
             message += f"\n  installed plugins left out by SFTKIT_LOAD_PLUGINS: {', '.join(self.left_out)}"
         raise UsageError(message, hint=hint)
 
-    def resolve(self, kind: str, name: str, options: dict[str, Any] | None = None) -> Callable:
-        """Look up a component and bind the user's options to it (unknown options are rejected)."""
-        return self.get(kind, name).bind(options)
+    def resolve(self, kind: str, name: str, options: dict[str, Any] | None = None, *,
+                sources: Mapping[str, str] | None = None) -> Callable:
+        """Look up a component and bind the user's options to it (unknown options and bad values are rejected)."""
+        return self.get(kind, name).bind(options, sources=sources)
 
     def default_name(self, kind: str) -> str:
         """The component of ``kind`` that declares ``default = True`` (e.g. the masking strategy)."""

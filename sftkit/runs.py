@@ -92,6 +92,14 @@ def is_sftkit_folder(path: Path) -> bool:
             or any((path / "checkpoints").glob("checkpoint-*")))
 
 
+def refuse_non_folder(path: str | Path) -> None:
+    """Refuse a run folder path that exists but is not a folder (a file, a FIFO): one message,
+    given when the recipe is checked and again when the folder is claimed."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--output-dir {path} is a file, not a folder", hint="choose another --output-dir")
+
+
 def claim_run_folder(path: str | Path) -> RunClaim:
     """Create (if needed) and lock a run folder for one training.
 
@@ -102,8 +110,7 @@ def claim_run_folder(path: str | Path) -> RunClaim:
     import os
 
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--output-dir {path} is a file, not a folder", hint="choose another --output-dir")
+    refuse_non_folder(path)
     if path.is_dir() and not is_sftkit_folder(path):
         entries = sorted(child.name for child in path.iterdir())
         if entries:

@@ -50,7 +50,7 @@ def parse_severities(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--validator-option", "validator_options", multiple=True, metavar="NAME.KEY=VALUE",
               help="A validator threshold, e.g. balance.max_ratio=5 (repeatable; a spec's validators: sets them too, "
                    "the flag wins).")
-@click.option("--batch-size", metavar="N", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--batch-size", metavar="N", type=click.IntRange(min=1, max=2**20), default=8, show_default=True,
               help="Batch size for the padding-waste figure.")
 @click.pass_context
 def command(ctx, data, request, render, no_tokenizer, eval_data, report_dir, reporters, no_reporters, json_path,
@@ -68,7 +68,7 @@ def command(ctx, data, request, render, no_tokenizer, eval_data, report_dir, rep
     from sftkit.pipeline import DEFAULT_MAX_LENGTH, prepare
     from sftkit.registry import get_registry
     from sftkit.reporting import choose_reporters, write_reports
-    from sftkit.validation import ValidationSettings, failed, resolve_validators, run_validation
+    from sftkit.validation import ValidationSettings, check_validation, failed, run_validation
 
     protect_inputs([data, eval_data, request.spec])
     check_writable_dir(report_dir, "--report-dir")
@@ -81,8 +81,7 @@ def command(ctx, data, request, render, no_tokenizer, eval_data, report_dir, rep
                                   severity=parse_severities(severities), batch_size=batch_size)
     render = dataclasses.replace(render, model=None if no_tokenizer else render.model,
                                  max_length=render.max_length or DEFAULT_MAX_LENGTH)
-    prepared = prepare(request.for_path(data), render, checks=[
-        lambda spec: resolve_validators(spec, settings.only, settings.skip, settings.validator_options)])
+    prepared = prepare(request.for_path(data), render, checks=[lambda spec: check_validation(spec, settings)])
     evals = prepared.more(request.for_path(eval_data)) if eval_data else None
     result = run_validation(prepared, settings, eval_data=evals)
     written = write_reports(result, report_dir, prepared.registry, json_copy=json_path, reporters=chosen)

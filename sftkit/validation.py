@@ -115,9 +115,45 @@ def resolve_validators(spec: Any, only: Iterable[str] = (), skip: Iterable[str] 
     names = [n for n in available if (not only or n in only) and n not in skip]
     bound = []
     for name in names:
-        merged = {**(spec.validators.get(name) or {}), **((options or {}).get(name) or {})}
-        bound.append(registry.resolve("validators", name, merged))
+        from_spec = spec.validators.get(name) or {}
+        merged = {**from_spec, **((options or {}).get(name) or {})}
+        sources = {option: f"the spec {spec.source or spec.name}, key validators.{name}.{option}" for option in from_spec}
+        bound.append(registry.resolve("validators", name, merged, sources=sources))
     return bound
+
+
+def check_severity_codes(levels: Mapping[str, str], registry: Any, source: str = "--severity") -> None:
+    """Refuse a severity change for an issue code no loaded validator declares (a misspelt code
+    would be ignored silently), naming the closest known codes. Codes are known from each
+    validator's ``codes`` attribute; while one declares none, any code is accepted."""
+    import difflib
+
+    known: dict[str, str] = {}
+    for name, component in registry.components("validators").items():
+        codes = component.attribute("codes")
+        if not isinstance(codes, Mapping):
+            return
+        known.update({str(code): name for code in codes})
+    for code in levels:
+        if code not in known:
+            close = difflib.get_close_matches(code, list(known), n=3, cutoff=0.6)
+            raise UsageError(f"{source}: unknown issue code {code!r}"
+                             + (f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""),
+                             hint="the codes are listed in the README's issue-code table and in each issue of "
+                                  "validate.json; e.g. " + ", ".join(sorted(known)[:6]))
+
+
+def check_validation(spec: Any, settings: "ValidationSettings", registry: Any = None) -> list[Callable]:
+    """Everything a validation run is given, checked before any work (the commands call it as
+    soon as the spec is known, before the tokenizer loads): validator names, their options by
+    value, and the issue codes of the spec's ``severity:`` map and of ``--severity``."""
+    from sftkit.registry import get_registry
+
+    registry = registry or get_registry()
+    validators = resolve_validators(spec, settings.only, settings.skip, settings.validator_options, registry)
+    check_severity_codes(spec.severity, registry, f"the spec {spec.source or spec.name}, key severity")
+    check_severity_codes(settings.severity, registry)
+    return validators
 
 
 def run_validators(context: ValidationContext, validators: list[Callable]) -> tuple[list[Issue], dict[str, float]]:
@@ -231,8 +267,7 @@ def run_validation(prepared: Any, settings: ValidationSettings = ValidationSetti
     """
     from sftkit.pipeline import DEFAULT_MAX_LENGTH
 
-    validators = resolve_validators(prepared.spec, settings.only, settings.skip, settings.validator_options,
-                                    prepared.registry)
+    validators = check_validation(prepared.spec, settings, prepared.registry)
     encoder = prepared.encoder
     if encoder.max_length is None:
         encoder = dataclasses.replace(encoder, max_length=DEFAULT_MAX_LENGTH)

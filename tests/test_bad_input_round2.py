@@ -294,18 +294,18 @@ def test_spec_shape_checks_keep_every_builtin_spec_valid():
 PARQUET = BAD / "wrong_types.parquet"
 CSV = BAD / "quotes_newlines.csv"
 OPTIONS = [
-    (PARQUET, ["batch_size=0"], "loader 'parquet': option batch_size must be a whole number of at least 1, got 0"),
-    (PARQUET, ["batch_size=-3"], "option batch_size must be a whole number of at least 1, got -3"),
-    (CSV, ["delimiter="], "loader 'csv': option delimiter must be exactly one character"),
+    (PARQUET, ["batch_size=0"], "loader 'parquet' (plugin loaders): option batch_size must be at least 1, got 0"),
+    (PARQUET, ["batch_size=-3"], "option batch_size must be at least 1, got -3"),
+    (CSV, ["delimiter="], "loader 'csv' (plugin loaders): option delimiter must be exactly one character"),
     (CSV, ["delimiter=;;"], "option delimiter must be exactly one character (e.g. ',' or ';'; tabs: the tsv loader), "
                             "got ';;'"),
     (CSV, ['delimiter="'], "option delimiter must be one character other than a quote"),
     (CSV, ["delimiter=x"], "option delimiter must be one character other than a quote, a line end, a letter"),
-    (CSV, ["encoding_errors=ignore"], "loader 'csv': option encoding_errors must be one of strict, replace, got 'ignore'"),
-    (CSV, ["max_line_bytes=0"], "loader 'csv': option max_line_bytes must be a whole number of at least 1, got 0"),
-    (DATA, ["encoding_errors=skip"], "loader 'jsonl': option encoding_errors must be one of strict, replace"),
-    (DATA, ["max_line_bytes=-1"], "loader 'jsonl': option max_line_bytes must be a whole number of at least 1"),
-    (BAD / "two_arrays.json", ["max_bytes=0"], "loader 'json': option max_bytes must be a whole number of at least 1"),
+    (CSV, ["encoding_errors=ignore"], "loader 'csv' (plugin loaders): option encoding_errors must be one of strict, replace, got 'ignore'"),
+    (CSV, ["max_line_bytes=0"], "loader 'csv' (plugin loaders): option max_line_bytes must be at least 1, got 0"),
+    (DATA, ["encoding_errors=skip"], "loader 'jsonl' (plugin loaders): option encoding_errors must be one of strict, replace"),
+    (DATA, ["max_line_bytes=-1"], "loader 'jsonl' (plugin loaders): option max_line_bytes must be at least 1, got -1"),
+    (BAD / "two_arrays.json", ["max_bytes=0"], "loader 'json' (plugin loaders): option max_bytes must be at least 1, got 0"),
 ]
 
 
@@ -318,9 +318,9 @@ def test_loader_options_are_checked_by_value(run_cli, tmp_path, data, options, f
 
 
 @pytest.mark.parametrize("name, data, fragment", [
-    ("spec_csv_delimiter_empty.yaml", CSV, "loader 'csv': option delimiter must be exactly one character"),
+    ("spec_csv_delimiter_empty.yaml", CSV, "loader 'csv' (plugin loaders): option delimiter must be exactly one character"),
     ("spec_csv_delimiter_long.yaml", CSV, "option delimiter must be exactly one character"),
-    ("spec_parquet_batch_zero.yaml", PARQUET, "loader 'parquet': option batch_size must be a whole number of at least "
+    ("spec_parquet_batch_zero.yaml", PARQUET, "loader 'parquet' (plugin loaders): option batch_size must be at least "
                                               "1, got 0"),
     ("spec_parquet_batch_negative.yaml", PARQUET, "got -5"),
 ])
@@ -331,18 +331,20 @@ def test_loader_options_from_a_spec_are_checked_by_value(run_cli, tmp_path, name
 
 
 def test_loader_options_of_the_wrong_type_from_a_spec_are_refused():
-    from sftkit.plugins import loaders
+    """Typed values (from a spec's YAML) are checked by the loaders' declarations when bound."""
+    from sftkit.testing import fresh_registry
 
-    with pytest.raises(UsageError, match="option split must be text, got 3"):
-        list(loaders.hf_disk(BAD, split=3))
-    with pytest.raises(UsageError, match="option batch_size must be a whole number"):
-        list(loaders.parquet(PARQUET, batch_size=1.5))
-    with pytest.raises(UsageError, match="option batch_size must be a whole number"):
-        list(loaders.parquet(PARQUET, batch_size=True))
-    with pytest.raises(UsageError, match="option key must be text"):
-        list(loaders.json_array(BAD / "two_arrays.json", key=["train"]))
-    with pytest.raises(UsageError, match="option delimiter must be exactly one character"):
-        list(loaders.csv_file(CSV, delimiter=5))
+    loaders = fresh_registry().components("loaders")
+    cases = [("hf_disk", "split", 3, "option split must be text, got 3"),
+             ("parquet", "batch_size", 1.5, "option batch_size must be an integer from 1 to 16777216, got 1.5"),
+             ("parquet", "batch_size", True, "option batch_size must be an integer from 1 to 16777216, got True"),
+             ("json", "key", ["train"], "option key must be text, got ['train']"),
+             ("csv", "delimiter", 5, "option delimiter must be text, got 5")]
+    for loader, option, value, fragment in cases:
+        with pytest.raises(UsageError) as caught:
+            loaders[loader].bind({option: value}, sources={option: "the spec s.yaml, key loader_options." + option})
+        assert fragment in caught.value.message, caught.value.message
+        assert caught.value.message.endswith(f"(from the spec s.yaml, key loader_options.{option})")
 
 
 # -- writing: up-front checks --------------------------------------------------------------------------

@@ -88,6 +88,8 @@ def _cell(text: object) -> str:
 def _default(value: object) -> str:
     if value is None or value == () or value == [] or value == {}:
         return "none"
+    if value == "":
+        return "empty"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
@@ -140,21 +142,22 @@ def _own_params(name: str):
 
 
 def recipe_table() -> str:
-    """Every recipe key with its flag, default and meaning (sftkit.recipe.Recipe's fields)."""
+    """Every recipe key with its flag, default, allowed values and meaning (sftkit.recipe.Recipe's fields)."""
     from dataclasses import MISSING, fields
 
-    from sftkit.recipe import Recipe
+    from sftkit.recipe import Recipe, allowed_values
 
     flags: dict[str, list[str]] = {}
     for param in _command("train").params:
         key = {"no_validate": "validate"}.get(param.name, param.name)
         if getattr(param, "is_flag", None) is not None and key != "resume":
             flags.setdefault(key, []).append(_flag(param))
-    rows = ["| key | flag | default | meaning |", "| --- | --- | --- | --- |"]
+    rows = ["| key | flag | default | allowed | meaning |", "| --- | --- | --- | --- | --- |"]
     for f in fields(Recipe):
         default = f.default_factory() if f.default is MISSING else f.default
         rows.append(f"| `{f.name}` | {' / '.join(flags.get(f.name, [])) or 'recipe only'} | "
-                    f"{'required' if f.name == 'data' else _default(default)} | {_cell(f.metadata['doc'])} |")
+                    f"{'required' if f.name == 'data' else _default(default)} | {_cell(allowed_values(f.name))} | "
+                    f"{_cell(f.metadata['doc'])} |")
     return "\n".join(rows)
 
 
@@ -164,14 +167,29 @@ def _builtin_registry():
     return fresh_registry()
 
 
-def validator_options_table() -> str:
-    """Every built-in validator's options with their defaults (from the signatures)."""
+def options_table(kind: str, title: str) -> str:
+    """Every built-in component's options of one kind: default, allowed values (from the
+    declaration, ``sftkit.options``) and meaning (its description)."""
+    from sftkit.options import EMPTY
+
     registry = _builtin_registry()
-    rows = ["| validator | options (defaults) |", "| --- | --- |"]
-    for name, comp in registry.components("validators").items():
-        options = ", ".join(f"`{k}` {_default(v)}" for k, v in comp.options().items())
-        rows.append(f"| `{name}` | {options or 'none'} |")
+    rows = [f"| {title} | option | default | allowed | meaning |", "| --- | --- | --- | --- | --- |"]
+    for name, comp in registry.components(kind).items():
+        for option, declared in comp.declared_options.items():
+            default = "required" if declared.default is EMPTY else _default(declared.default)
+            rows.append(f"| `{name}` | `{option}` | {_cell(default)} | {_cell(declared.allowed)} | "
+                        f"{_cell(declared.description)} |")
     return "\n".join(rows)
+
+
+def validator_options_table() -> str:
+    """Every built-in validator's options (from their declarations)."""
+    return options_table("validators", "validator")
+
+
+def metric_options_table() -> str:
+    """Every built-in metric's options (from their declarations)."""
+    return options_table("metrics", "metric")
 
 
 def issue_code_table() -> str:
@@ -248,6 +266,7 @@ GENERATED = {
     "export-options": lambda: option_table(_command("export").params),
     "recipe-keys": recipe_table,
     "validator-options": validator_options_table,
+    "metric-options": metric_options_table,
     "issue-codes": issue_code_table,
     "result-schemas": result_schema_tables,
     "validation-context": validation_context_table,

@@ -154,7 +154,7 @@ def test_cli_with_a_broken_plugin(site, monkeypatch, fresh_global):
     assert plugins["good"]["ok"] is True and plugins["good"]["package"] == "sftkit-good"
     shout = next(c for c in data["components"] if c["name"] == "shout")
     assert shout == {"kind": "templates", "name": "shout", "plugin": "good", "version": "0.4.0",
-                     "help": "Everything in capitals.", "options": {}}
+                     "help": "Everything in capitals.", "options": {}, "option_schemas": {}}
     alpaca = next(c for c in data["components"] if c["name"] == "alpaca")
     assert (alpaca["plugin"], alpaca["version"]) == ("templates", "built-in")
     assert "failed to load: broken" in result.stderr and "SFTKIT_LOAD_PLUGINS" in result.stderr
@@ -361,7 +361,7 @@ def test_option_values_are_coerced_to_the_default_type():
     registry = get_registry()
     assert registry.resolve("masking_strategies", "prompt_weighted", {"prompt_weight": "0.25"}).options == {
         "prompt_weight": 0.25}
-    with pytest.raises(UsageError, match="'heavy' is not a float"):
+    with pytest.raises(UsageError, match="option prompt_weight must be a number from 0 to 1, got 'heavy'"):
         registry.resolve("masking_strategies", "prompt_weighted", {"prompt_weight": "heavy"})
 
 
@@ -455,7 +455,8 @@ def test_a_required_option_is_asked_for_with_the_right_flag(register_plugin, sft
     with pytest.raises(UsageError) as caught:
         sftkit_registry.resolve("validators", "needs_words")
     assert str(caught.value) == ("validator 'needs_words' (plugin req) needs option(s) words\n"
-                                 "  hint: pass them as --validator-option needs_words.KEY=VALUE or in the recipe")
+                                 "  hint: pass --validator-option needs_words.words=VALUE, or set it in the spec's "
+                                 "validators:")
     assert sftkit_registry.resolve("validators", "needs_words", {"words": "a,b"}).options == {"words": "a,b"}
 
 

@@ -49,6 +49,16 @@ def test_recipe_unknown_key_names_closest(tmp_path, run_cli):
     ("packing: 'yes'", "packing must be true or false"),
     ("method: qlora", "method must be one of lora, full"),
     ("batch_size: 0", "batch_size must be at least 1"),
+    ("epochs: 0", "epochs must be more than 0, got 0"),
+    ("warmup_ratio: 5", "warmup_ratio must be at most 1, got 5"),
+    ("lora_dropout: 1.0", "lora_dropout must be less than 1, got 1.0"),
+    ("seed: 4294967296", "seed must be at most 4294967295, got 4294967296"),
+    ("target_modules: []", "target_modules must be a non-empty list of non-empty text, got []"),
+    ("lr: .nan", "lr must be a number more than 0 and at most 1 (or null), got nan"),
+    ("weight_decay: -.inf", "weight_decay must be a number of at least 0, got -inf"),
+    ("max_steps: 1000000000", "max_steps must be at most 100000000"),
+    ("data: ['a.jsonl:inf']", "data weight of a.jsonl must be a number more than 0 and at most 10000"),
+    ("packing: 1", "packing must be true or false, got 1"),
     ("a: &x [1]\nb: *x", "aliases"),
     ("- just\n- a list", "must be a mapping"),
 ])
@@ -355,9 +365,10 @@ def test_validation_errors_abort_with_the_report_path(tmp_path, run_cli):
 
 def test_early_stopping_when_the_eval_loss_stops_improving(tmp_path, run_cli):
     out = tmp_path / "early"
-    # lr 0: the eval loss never improves after the first evaluation, so patience 2 stops at step 3 of 10.
+    # lr 1e-30 (a learning rate must be more than 0): each update is below the float32 resolution of the
+    # weights, so they never change, the eval loss never improves, and patience 2 stops at step 3 of 10.
     result = run_cli("train", "--data", SENTIMENT, "--spec", SPEC, "--model", "tiny-random", "--max-steps", "10",
-                     "--batch-size", "4", "--lr", "0", "--scheduler", "constant", "--eval-data",
+                     "--batch-size", "4", "--lr", "1e-30", "--scheduler", "constant", "--eval-data",
                      DATA / "sentiment_eval.jsonl", "--eval-steps", "1", "--early-stopping-patience", "2",
                      "--output-dir", out, "--no-validate")
     assert result.exit_code == 0, result.stderr

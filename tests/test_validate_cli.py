@@ -97,7 +97,9 @@ def test_validator_options_from_the_spec(run_cli, tmp_path):
     (["--only", "nope"], ["unknown validator 'nope'", "quality"]),
     (["--validator-option", "quality.nope=1"], ["quality", "nope", "min_output_chars"]),
     (["--validator-option", "nope=1"], ["quality.nope=1"]),
-    (["--validator-option", "quality.near_dup_threshold=high"], ["not a float"]),
+    (["--validator-option", "quality.near_dup_threshold=high"],
+     ["option near_dup_threshold must be a number more than 0 and at most 1, got 'high'",
+      "from --validator-option quality.near_dup_threshold=high"]),
 ])
 def test_usage_errors_exit_2(run_cli, tmp_path, args, words):
     result = run_cli("validate", CLEAN, "--no-tokenizer", "--report-dir", tmp_path, *args)

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import re
 import warnings
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import Field
 
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 CJK_WARNING_SHARE = 0.3
+# sacrebleu's tokenizers (sacrebleu.metrics.bleu._TOKENIZERS; a test keeps the two equal)
+TOKENIZERS = ("13a", "none", "zh", "intl", "char", "ja-mecab", "ko-mecab", "spm", "flores101", "flores200",
+              "spBLEU-1K")
 
 
 def _bleu(tokenize: str, lowercase: bool, **extra):
@@ -50,8 +55,13 @@ def score_from_statistics(stats: np.ndarray, tokenize: str = "13a", lowercase: b
     return score(_bleu(tokenize, lowercase), stats)
 
 
-def bleu(predictions: list[str], references: list[str], tokenize: str = "13a",
-         lowercase: bool = False) -> dict[str, list[float]]:
+def bleu(predictions: list[str], references: list[str],
+         tokenize: Annotated[Literal[TOKENIZERS], Field(description="sacrebleu's tokenizer: 13a (WMT), zh for "
+                                                                    "Chinese, ja-mecab/ko-mecab where installed, "
+                                                                    "char, intl, none, spm/flores (need their "
+                                                                    "model files)")] = "13a",
+         lowercase: Annotated[bool, Field(description="lowercase before scoring")] = False,
+         ) -> dict[str, list[float]]:
     """sacrebleu BLEU: corpus BLEU aggregate (0-100, with signature); sentence BLEU per example."""
     if len(predictions) != len(references):
         raise ValueError("predictions and references differ in length")

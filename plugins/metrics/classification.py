@@ -10,7 +10,10 @@ Its per-example score is correctness (1/0): F1 is a corpus statistic.
 """
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import numpy as np
+from pydantic import Field
 
 AVERAGES = ("macro", "weighted", "micro")
 
@@ -42,8 +45,12 @@ def _labels(references: list[str], labels) -> list[str]:
     return chosen or sorted(set(references))
 
 
-def f1(predictions: list[str], references: list[str], average: list = ("macro", "weighted"),
-       labels: list = ()) -> dict[str, list[float]]:
+def f1(predictions: list[str], references: list[str],
+       average: Annotated[list[Literal[AVERAGES]], Field(min_length=1, description="the averages computed, "
+                                                                                   "comma-separated")] = ("macro",
+                                                                                                          "weighted"),
+       labels: Annotated[list[str], Field(description="the classes averaged over (default: the spec's labels, else "
+                                                      "those in the references)")] = ()) -> dict[str, list[float]]:
     """Macro and weighted F1 (scikit-learn, explicit average) over the labels; per example: correct or not."""
     preds, refs = _clean(predictions), _clean(references)
     if len(preds) != len(refs):

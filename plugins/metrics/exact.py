@@ -13,6 +13,9 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
 
 MODES = ("strict", "normalised", "regex")
 ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -49,8 +52,21 @@ def _check(mode: str, pattern: str) -> re.Pattern | None:
         raise UsageError(f"exact_match: bad pattern {pattern!r}: {exc}") from None
 
 
-def exact_match(predictions: list[str], references: list[str], mode: str = "normalised",
-                pattern: str = "") -> dict[str, list[float]]:
+def _compiles(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise ValueError(f"a regular expression ({exc})") from None
+    return pattern
+
+
+def exact_match(predictions: list[str], references: list[str],
+                mode: Annotated[Literal[MODES], Field(description="strict: equal after stripping; normalised: "
+                                                                  "SQuAD normalisation; regex: compare what "
+                                                                  "pattern extracts")] = "normalised",
+                pattern: Annotated[str, AfterValidator(_compiles), Field(
+                    description="with mode regex: the regular expression whose first group (or match) is "
+                                "compared")] = "") -> dict[str, list[float]]:
     """Exact match per example: mode strict | normalised (lowercase, no punctuation/articles) | regex."""
     compiled = _check(mode, pattern)
     if len(predictions) != len(references):
@@ -73,7 +89,9 @@ def exact_match(predictions: list[str], references: list[str], mode: str = "norm
 
 
 def describe(mode: str = "normalised", pattern: str = "") -> dict[str, str]:
-    """The mode, for the report."""
+    """The mode, for the report (sftkit asks for it before any model loads: a regex mode without a
+    pattern is refused there)."""
+    _check(mode, pattern)
     definitions = {
         "strict": "equal after stripping surrounding whitespace",
         "normalised": "equal after lowercasing, removing punctuation and a/an/the, squeezing whitespace",

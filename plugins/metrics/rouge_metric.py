@@ -13,6 +13,9 @@ from __future__ import annotations
 import re
 import unicodedata
 import warnings
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 TOKENIZERS = ("default", "whitespace", "char")
@@ -68,8 +71,13 @@ def _scorer(tokenizer: str, stemmer: bool):
     return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=stemmer, tokenizer=custom)
 
 
-def rouge(predictions: list[str], references: list[str], tokenizer: str = "default", stemmer: bool = True,
-          split: bool = True) -> dict[str, list[float]]:
+def rouge(predictions: list[str], references: list[str],
+          tokenizer: Annotated[Literal[TOKENIZERS], Field(description="default: rouge-score's (a-z, 0-9 only); "
+                                                                      "whitespace: words of any script; char: each "
+                                                                      "character (Chinese, Japanese)")] = "default",
+          stemmer: Annotated[bool, Field(description="Porter stemming (default tokenizer only)")] = True,
+          split: Annotated[bool, Field(description="split texts into sentences for ROUGE-Lsum")] = True,
+          ) -> dict[str, list[float]]:
     """ROUGE-1/2/L/Lsum F1 per example (rouge-score, stemming; tokenizer default|whitespace|char)."""
     scorer = _scorer(tokenizer, stemmer)
     if tokenizer == "default":

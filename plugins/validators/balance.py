@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterator
+from typing import Annotated, Iterator
 
 import numpy as np
+from pydantic import Field
 
 from sftkit import Issue
 from sftkit.plugins.validators.text import prompt_of, rows as count_rows
@@ -18,8 +19,19 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
             "mean": round(float(values.mean()), 1)}
 
 
-def balance(context, max_ratio: float = 3.0, max_share: float = 0.5, max_task_share: float = 0.5,
-            max_task_ratio: float = 20.0, outlier_z: float = 5.0, min_rows: int = 20) -> Iterator[Issue]:
+def balance(context,
+            max_ratio: Annotated[float, Field(ge=1, description="largest class / smallest class above which the "
+                                                               "classes are imbalanced")] = 3.0,
+            max_share: Annotated[float, Field(gt=0, le=1, description="share of the rows above which the largest "
+                                                                     "class is too large")] = 0.5,
+            max_task_share: Annotated[float, Field(gt=0, le=1, description="share of the rows above which the "
+                                                                          "largest task is too large")] = 0.5,
+            max_task_ratio: Annotated[float, Field(ge=1, description="largest task / smallest task above which the "
+                                                                    "tasks are imbalanced")] = 20.0,
+            outlier_z: Annotated[float, Field(gt=0, description="robust z-score (MAD) of a length above which it "
+                                                               "is an outlier")] = 5.0,
+            min_rows: Annotated[int, Field(ge=0, description="fewer rows than this: no balance checks")] = 20,
+            ) -> Iterator[Issue]:
     """Class imbalance (ratio and share), task imbalance, length outliers; length statistics."""
     labels: Counter = Counter()
     tasks: Counter = Counter()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from typing import Iterator
+from typing import Annotated, Iterator
 
 import numpy as np
+from pydantic import Field
 
 from sftkit import Issue
 from sftkit.plugins.validators.text import PAIR_DETAILS, content_fields, prompt_of, rows as count_rows, text_hash
@@ -35,7 +36,9 @@ def canonical_label(raw: str, known: list[str]) -> str | None:
     return prefixed[0] if len(prefixed) == 1 else None
 
 
-def consistency(context, find_markers: bool = True) -> Iterator[Issue]:
+def consistency(context, find_markers: Annotated[bool, Field(description="look for template delimiters of common "
+                                                                         "templates inside the data")] = True,
+                ) -> Iterator[Issue]:
     """Template markers in data, conflicting labels, label variants, unknown labels, mixed formats."""
     spec = context.spec
     # Markers are declared as they appear in context (" ASSISTANT:"); inside a field the delimiter

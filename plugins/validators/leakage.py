@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterator
+from typing import Annotated, Iterator
+
+from pydantic import Field
 
 from sftkit import Issue
-from sftkit.plugins.validators.text import PAIR_DETAILS, cross_near_duplicates, prompt_of, rows as count_rows, text_hash
+from sftkit.plugins.validators.text import (PAIR_DETAILS, Permutations, ShingleSize, Similarity, cross_near_duplicates,
+                                            prompt_of, rows as count_rows, text_hash)
 
 
-def leakage(context, near_dup_threshold: float = 0.8, shingle_size: int = 5, num_perm: int = 128,
-            near_duplicates: bool = True) -> Iterator[Issue]:
+def leakage(context, near_dup_threshold: Similarity = 0.8, shingle_size: ShingleSize = 5, num_perm: Permutations = 128,
+            near_duplicates: Annotated[bool, Field(description="also look for near-duplicate prompts "
+                                                                "(MinHash-LSH)")] = True) -> Iterator[Issue]:
     """Eval prompts that also appear in the training data, exactly or nearly (needs --eval-data)."""
     evals = context.eval_examples
     if evals is None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import replace
-from typing import Iterator
+from typing import Annotated, Iterator
 
 import numpy as np
+from pydantic import Field
 
 from sftkit import Issue
-from sftkit.plugins.validators.text import (PAIR_DETAILS, full_text, near_duplicate_pairs, normalise, prompt_of,
-                                            rows as count_rows, text_hash)
+from sftkit.plugins.validators.text import (PAIR_DETAILS, Permutations, ShingleSize, Similarity, full_text,
+                                            near_duplicate_pairs, normalise, prompt_of, rows as count_rows, text_hash)
 
 VAGUE_PHRASES = {"do it", "help", "help me", "continue", "fix this", "fix it", "explain", "write something",
                  "answer", "go on", "do this", "more", "same", "again", "and?", "?", "this", "that"}
@@ -82,9 +83,18 @@ def repeat_fraction(text: str, n: int = 3) -> float:
     return 1 - len(grams) / total
 
 
-def quality(context, min_output_chars: int = 3, min_instruction_words: int = 3, near_duplicates: bool = True,
-            near_dup_threshold: float = 0.8, shingle_size: int = 5, num_perm: int = 128,
-            max_repeat_fraction: float = 0.5, pii: bool = True) -> Iterator[Issue]:
+def quality(context,
+            min_output_chars: Annotated[int, Field(ge=0, description="outputs shorter than this many characters "
+                                                                   "are short_output")] = 3,
+            min_instruction_words: Annotated[int, Field(ge=0, description="instructions of fewer words (and no "
+                                                                        "input) are vague_instruction")] = 3,
+            near_duplicates: Annotated[bool, Field(description="look for near duplicates (MinHash-LSH)")] = True,
+            near_dup_threshold: Similarity = 0.8, shingle_size: ShingleSize = 5, num_perm: Permutations = 128,
+            max_repeat_fraction: Annotated[float, Field(ge=0, le=1, description="share of repeated word 3-grams "
+                                                                               "above which an output is "
+                                                                               "repetitive_output (1: off)")] = 0.5,
+            pii: Annotated[bool, Field(description="look for personal data (emails, phone and card numbers)")] = True,
+            ) -> Iterator[Issue]:
     """Empty/short/copied outputs, vague instructions, exact and near duplicates, mojibake, repetition, PII."""
     classification = context.spec.task == "classification"
     spec = context.spec

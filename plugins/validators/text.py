@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Callable, Iterable, Iterator
+from typing import Annotated, Callable, Iterable, Iterator
 
 import xxhash
+from pydantic import Field
 
 from sftkit import Example
 
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 PAIR_DETAILS = 50  # pairs listed in an issue's details
+MAX_PERMUTATIONS = 4096  # MinHash permutations: 128 is the usual choice; more costs memory per row, not accuracy
+
+# The option types the near-duplicate validators share (quality, leakage): checked by value before any work.
+Similarity = Annotated[float, Field(gt=0, le=1, description="Jaccard similarity of shingles from which two texts "
+                                                             "are near duplicates")]
+ShingleSize = Annotated[int, Field(ge=1, le=64, description="words per shingle (characters for CJK text)")]
+Permutations = Annotated[int, Field(ge=1, le=MAX_PERMUTATIONS, description="MinHash permutations per text "
+                                                                           "(more: finer similarity, more memory)")]
 MAX_CANDIDATES = 64  # LSH candidates confirmed per row: bounds the work on data full of look-alike rows
 
 

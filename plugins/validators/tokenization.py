@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from typing import Iterator
+from typing import Annotated, Iterator
 
 import numpy as np
+from pydantic import Field
 
 from sftkit import Issue
 from sftkit.plugins.validators.text import rows as count_rows
@@ -43,7 +44,14 @@ def prompt_token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
     return tokenizer(prompts)["input_ids"]
 
 
-def tokenization(context, batch_size: int = 0, prefix_check: bool = True, samples: int = 3) -> Iterator[Issue]:
+def tokenization(context,
+                 batch_size: Annotated[int, Field(ge=0, le=2**20, description="examples per batch for the padding "
+                                                                              "figure (0: the command's --batch-size)")] = 0,
+                 prefix_check: Annotated[bool, Field(description="check that the generation prompt tokenizes as a "
+                                                                 "prefix of the training text")] = True,
+                 samples: Annotated[int, Field(ge=0, le=100, description="rows shown as token views in the report "
+                                                                         "besides the flagged ones")] = 3,
+                 ) -> Iterator[Issue]:
     """Truncated responses, untrained EOS, no trained tokens, double BOS, prefix and marker checks; token stats."""
     tokenizer = context.tokenizer
     if tokenizer is None:

@@ -31,14 +31,16 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
 @click.option("--compare", metavar="BASE|RUN_DIR", help="A second model scored on the same prompts "
                                                          "(default for a run folder: its base model).")
 @click.option("--no-compare", is_flag=True, help="Evaluate only --model, even for a run folder.")
-@click.option("--max-new-tokens", metavar="N", type=click.IntRange(min=1), default=None,
-              help=f"Generation budget (default: 16 for classification, {FALLBACK_MAX_NEW_TOKENS} otherwise).")
-@click.option("--batch-size", metavar="N", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--max-new-tokens", metavar="N", type=click.IntRange(min=1, max=2**17), default=None,
+              help=f"Generation budget (default: 16 for classification, {FALLBACK_MAX_NEW_TOKENS} otherwise; at most "
+                   f"131,072).")
+@click.option("--batch-size", metavar="N", type=click.IntRange(min=1, max=4096), default=16, show_default=True,
               help="Prompts per generation batch (batches are also capped at 4,096 padded prompt tokens).")
 @click.option("--limit", metavar="N", type=click.IntRange(min=1), default=None, help="Evaluate only the first N rows.")
-@click.option("--resamples", metavar="N", type=click.IntRange(min=100), default=1000, show_default=True,
-              help="Bootstrap resamples.")
-@click.option("--seed", metavar="N", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--resamples", metavar="N", type=click.IntRange(min=100, max=100_000), default=1000, show_default=True,
+              help="Bootstrap resamples (100 to 100,000).")
+@click.option("--seed", metavar="N", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True,
+              help="Bootstrap seed (0 to 4294967295).")
 @click.option("--report-dir", metavar="DIR", type=click.Path(file_okay=False), default="reports/eval",
               show_default=True, help="Where the reports go (eval.html and eval.json from the built-in reporters).")
 @reporter_flags

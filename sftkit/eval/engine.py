@@ -66,6 +66,7 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
     mapper = _label_mapper(prepared, examples, references) if classification else None
     metrics = resolve_metrics(list(settings.metrics or ()), task, settings.metric_options, registry,
                               labels=mapper.labels if mapper else None)
+    metric_info = describe_metrics(metrics)  # before any model loads: options only a metric can judge fail here
     max_new = settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(task, FALLBACK_MAX_NEW_TOKENS)
 
     _quiet_transformers()
@@ -97,7 +98,7 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
         "bootstrap": {"resamples": settings.resamples, "seed": settings.seed, "confidence": settings.confidence,
                       "interval": "percentile",
                       "p_value": "paired, shifted to the null (Berg-Kirkpatrick et al. 2012), two-sided"},
-        "metric_info": describe_metrics(metrics),
+        "metric_info": metric_info,
         "metrics": table,
         "primary": next(iter(table), None),
         "headline": headline_subs(metrics, table),

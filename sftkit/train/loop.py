@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sftkit.errors import SftkitError, UsageError
-from sftkit.recipe import Recipe
+from sftkit.recipe import MAX_STEPS, Recipe
 from sftkit.train.data import Schedule, collate, split_by_tokens
 from sftkit.train.run_files import METRICS_FILE, RunState
 from sftkit.train.sources import TrainData
@@ -79,6 +79,7 @@ def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
     from sftkit.train.attention import choose_kernel
     from sftkit.train.model import mixed_precision, quantization_config
 
+    _release_precision(mixed_precision(recipe))
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision(recipe))
     quantization_config(recipe, accelerator.device)  # what the run needs is checked before any work
     if recipe.packing:
@@ -105,6 +106,17 @@ def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
     finally:
         if claim is not None:
             claim.release()
+
+
+def _release_precision(wanted: str) -> None:
+    """Let a second ``train`` in one process (tests, notebooks, ``sftkit.testing.run_cli``) use another
+    precision: accelerate keeps the first run's mixed precision process-wide and refuses a change
+    (a ValueError, exit 3). Only the precision state is dropped; the process group stays."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, wanted):
+        AcceleratorState._reset_state()
 
 
 def _start_folder(recipe: Recipe, accelerator: Any, out: Path, resume: str | None,
@@ -159,6 +171,9 @@ def _setup(recipe: Recipe, accelerator: Any, out: Path, say: Callable[[str], Non
     schedule = Schedule(data.sources, batch_size=recipe.batch_size, grad_accum=recipe.grad_accum,
                         world=accelerator.num_processes, seed=recipe.seed)
     total_steps = recipe.max_steps or schedule.steps_for(recipe.epochs)
+    if total_steps > MAX_STEPS:
+        raise UsageError(f"epochs {recipe.epochs:g} of {schedule.epoch_size:,} examples make {total_steps:,} optimizer "
+                         f"steps, more than the limit of {MAX_STEPS:,}", hint="lower epochs, or set max_steps")
     params = [p for p in model.parameters() if p.requires_grad]
     parameters = (sum(p.numel() for p in params), sum(p.numel() for p in model.parameters()))
     optimizer = make_optimizer(params, recipe)

@@ -15,6 +15,9 @@ from typing import Any
 from sftkit.errors import UsageError
 from sftkit.recipe import Recipe
 
+# The layer types PEFT's LoRA wraps (by class name: transformers' Conv1D is GPT-2's linear layer; any
+# class with "Linear" in its name, such as bitsandbytes' Linear4bit and Linear8bitLt, counts too).
+LORA_LAYERS = frozenset({"Linear", "Embedding", "Conv1d", "Conv2d", "Conv3d", "Conv1D", "MultiheadAttention"})
 CHECKPOINTING = {"use_reentrant": False}  # non-reentrant: works with LoRA, kwargs and DDP without input hooks
 
 
@@ -120,12 +123,18 @@ def enable_checkpointing(model: Any) -> None:
 def _with_lora(model: Any, recipe: Recipe, added_tokens: list[str]) -> Any:
     from peft import LoraConfig, get_peft_model
 
-    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name}
+    adaptable = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                 if name and (type(module).__name__ in LORA_LAYERS or "Linear" in type(module).__name__)}
+    linear = "linear modules of this model: " + ", ".join(sorted(
+        {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and "Linear" in type(m).__name__}))
     missing = [t for t in recipe.target_modules if t not in names]
     if missing:
-        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if "Linear" in type(m).__name__})
-        raise UsageError(f"target module(s) {', '.join(missing)} not found in {recipe.model}",
-                         hint="linear modules of this model: " + ", ".join(linear))
+        raise UsageError(f"target module(s) {', '.join(missing)} not found in {recipe.model}", hint=linear)
+    other = [t for t in recipe.target_modules if t not in adaptable]
+    if other:
+        raise UsageError(f"target module(s) {', '.join(other)} of {recipe.model} are not layers LoRA can adapt "
+                         f"(linear, embedding or convolution layers)", hint=linear)
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     config = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
                         target_modules=list(recipe.target_modules), task_type="CAUSAL_LM",

@@ -54,8 +54,11 @@ def load_training_data(recipe: Recipe, *, validate: bool, report_dir: Path | Non
     (written into ``report_dir`` when ``write_reports``: the main process).
     """
     from sftkit.pipeline import prepare
+    from sftkit.validation import ValidationSettings, check_validation
 
-    first = prepare(recipe.data_request(recipe.data[0]), recipe.rendering)
+    # the spec's validator options and severity codes are checked before the tokenizer loads
+    checks = [lambda spec: check_validation(spec, ValidationSettings())] if validate else []
+    first = prepare(recipe.data_request(recipe.data[0]), recipe.rendering, checks=checks)
     prepared = [first] + [first.more(recipe.data_request(item)) for item in recipe.data[1:]]
     evals = first.more(recipe.eval_request()) if recipe.eval_data else None
     validation = None
