@@ -126,8 +126,22 @@ def shared_prefix_length(encoded: Sequence[Sequence[int]]) -> int:
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 64, batch_size: int = 16,
              max_batch_tokens: int | None = 4096, end_texts: Iterable[str] = (), progress: bool = True,
              description: str = "generating", sort_by_length: bool = True, share_prefix: bool = True) -> list[Generation]:
-    """Greedy outputs for ``prompts`` (in their order), ``batch_size`` prompts at a time
-    (fewer where long prompts would exceed ``max_batch_tokens`` padded tokens).
+    """Greedy outputs for ``prompts`` (texts, in their order): tokenized as in training, then
+    :func:`generate_ids`."""
+    stops = stops_for(tokenizer, end_texts)
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    return generate_ids(model, tokenizer, prompt_ids, stops, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                        max_batch_tokens=max_batch_tokens, progress=progress, description=description,
+                        sort_by_length=sort_by_length, share_prefix=share_prefix)
+
+
+def generate_ids(model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]], stops: Stops, *,
+                 max_new_tokens: int = 64, batch_size: int = 16, max_batch_tokens: int | None = 4096,
+                 progress: bool = True, description: str = "generating", sort_by_length: bool = True,
+                 share_prefix: bool = True) -> list[Generation]:
+    """Greedy outputs for already tokenized prompts (in their order), ``batch_size`` prompts at
+    a time (fewer where long prompts would exceed ``max_batch_tokens`` padded tokens), each
+    stopped at ``stops`` or after ``max_new_tokens``.
 
     With ``share_prefix``, the tokens every prompt starts with (the template and a constant
     instruction, often most of an evaluation prompt) are run through the model once; each
@@ -138,27 +152,26 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_toke
 
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("batch_size and max_new_tokens must be at least 1")
-    stops = stops_for(tokenizer, end_texts)
-    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    encoded = [list(ids) for ids in prompt_ids]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops.eos_ids or (0,))[0]
     options = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id,
                    eos_token_id=list(stops.token_ids) or None, temperature=None, top_p=None, top_k=None)
     if stops.strings:
         options.update(stop_strings=list(stops.strings), tokenizer=tokenizer)
-    results: list[Generation | None] = [None] * len(prompts)
+    results: list[Generation | None] = [None] * len(encoded)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=err_console, disable=not progress or progress_disabled(), transient=True)
     model.eval()
-    shared = shared_prefix_length(encoded) if share_prefix and len(prompts) > 1 else 0
+    shared = shared_prefix_length(encoded) if share_prefix and len(encoded) > 1 else 0
     if shared < MIN_SHARED_PREFIX:
         shared = 0
     # the padding budget counts the tokens each batch pads and runs: those after the shared prefix
     batches = make_batches([len(ids) - shared for ids in encoded], batch_size, max_batch_tokens, sort_by_length)
     with bar, left_padding(tokenizer), torch.inference_mode():
-        task = bar.add_task(description, total=len(prompts))
+        task = bar.add_task(description, total=len(encoded))
         prefix_cache = None
         if shared:
             prefix = torch.tensor([encoded[0][:shared]], device=model.device)
