@@ -71,7 +71,10 @@ def _convert_gguf(source: Path, target: Path) -> None:
     from rich.console import Console
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    Console(stderr=True).print(f"[dim]sftkit: converting {source.name} to safetensors once (about 30 s); cached in {target}[/dim]")
+    from sftkit.console import plain
+
+    message = f"sftkit: converting {source.name} to safetensors once (about 30 s); cached in {target}"
+    Console(stderr=True).print(plain(message, style="dim"))
     tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
     model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
     # A model read from GGUF carries a quantization marker that blocks save_pretrained; the
