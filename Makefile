@@ -35,13 +35,14 @@ test: install chromium
 
 # The demo: validate the shipped data, LoRA-train SmolLM2 on CPU (demo/recipe.yaml), evaluate
 # base vs tuned on the held-out split; reports in reports/demo/. Offline once installed.
-# One torch thread by default: on a busy or shared CPU two OpenMP threads spin-wait for each
-# other (a training step took 25x longer, measured); DEMO_THREADS=2 on an idle machine.
+# Torch threads: the cores idle when each command starts (sftkit.threads; on a busy or shared
+# CPU, OpenMP threads that outnumber the free cores spin-wait: a step took 25x longer, measured).
+# DEMO_THREADS=N fixes the count instead.
 DEMO := demo/financial_sentiment
 DEMO_REPORTS := reports/demo
 DEMO_RUN := runs/demo
-DEMO_THREADS ?= 1
-DEMO_ENV := OMP_NUM_THREADS=$(DEMO_THREADS) HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+DEMO_THREADS ?=
+DEMO_ENV := $(if $(DEMO_THREADS),SFTKIT_THREADS=$(DEMO_THREADS) OMP_NUM_THREADS=$(DEMO_THREADS)) HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 # A sentence from neither split, for the closing side-by-side answer (sftkit chat adds the run's instruction).
 DEMO_PROMPT ?= The company's net sales fell by 12 % to EUR 45.2 mn as demand for paper machines weakened.
 
