@@ -46,6 +46,13 @@ def _truncate(file: Path) -> None:
     file.write_bytes(data[: len(data) // 2])
 
 
+def _flip_last_byte(file: Path) -> None:
+    """Same size, header intact: only the sha256 recorded at save time can tell."""
+    data = bytearray(file.read_bytes())
+    data[-1] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
 def _set_state(file: Path, **fields) -> None:
     state = json.loads(file.read_text("utf-8"))
     state.update(fields)
@@ -57,6 +64,7 @@ DAMAGES = {
     "weights header garbled": ("model.safetensors", lambda f: f.write_bytes(b"\xff" * 64)),
     "weights missing": ("model.safetensors", lambda f: f.unlink()),
     "optimizer truncated": ("optimizer.bin", lambda f: _truncate(f)),
+    "weights byte flipped": ("model.safetensors", lambda f: _flip_last_byte(f)),
     "state garbled": ("trainer_state.json", lambda f: f.write_text('{"format": 2, "step": ', "utf-8")),
     "step not a number": ("trainer_state.json", lambda f: _set_state(f, step="four")),
     "impossible step": ("trainer_state.json", lambda f: _set_state(f, step=99)),
@@ -79,7 +87,7 @@ def test_a_damaged_newest_checkpoint_is_one_message_naming_the_file(reference, t
     assert "checkpoint-4" in err and name in err, err
 
 
-@pytest.mark.parametrize("damage", ["weights truncated", "impossible step", "optimizer truncated"])
+@pytest.mark.parametrize("damage", ["weights truncated", "impossible step", "optimizer truncated", "weights byte flipped"])
 def test_latest_valid_skips_the_damaged_checkpoint(reference, tmp_path, run_cli, damage):
     out = _copy(reference, tmp_path)
     name, spoil = DAMAGES[damage]
@@ -120,3 +128,13 @@ def test_the_undamaged_checks_pass(reference):
 
     for step in (2, 4):
         assert checkpoint_problem(reference / "checkpoints" / f"checkpoint-{step}") is None
+
+
+def test_the_state_records_a_sha256_of_each_file(reference):
+    import hashlib
+
+    folder = reference / "checkpoints" / "checkpoint-4"
+    digests = json.loads((folder / "trainer_state.json").read_text("utf-8"))["sha256"]
+    assert "model.safetensors" in digests and "optimizer.bin" in digests
+    for name, want in digests.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == want

@@ -5,7 +5,8 @@ Layout of ``<run>/checkpoints/checkpoint-N/`` (N = optimizer steps done):
 - ``trainer_state.json``: sftkit's part, written last by the main process:
   ``{"format": 2, "step": N, "total_steps", "run_state": {tokens, trained_tokens,
   train_seconds, best_eval, bad_evals, stopped_early}, "scheduler": <LambdaLR state_dict>,
-  "processes": world size, "engine": accelerate's distributed type}`` (JSON, no pickle);
+  "processes": world size, "engine": accelerate's distributed type, "sha256": {relative path:
+  hex digest of every other file in the folder}}`` (JSON, no pickle; resume checks the digests);
 - what ``accelerator.save_state`` writes for the engine in use:
   - single process and DDP: ``model.safetensors`` (the *trainable* weights only, named as in
     the loss module, without DDP's wrapper: ``inner.base_model.model...lora_A.default.weight``),
@@ -110,7 +111,7 @@ def save_checkpoint(accelerator: Any, folder: str | Path, step: int, state: dict
         if pause:
             print(f"sftkit-test: writing checkpoint-{step}", file=sys.stderr, flush=True)
             time.sleep(pause)
-        atomic_write_json(tmp / STATE_FILE, {"format": FORMAT, **state, "step": step})
+        atomic_write_json(tmp / STATE_FILE, {"format": FORMAT, **state, "step": step, "sha256": _digests(tmp)})
         for path in sorted(tmp.rglob("*"), reverse=True):
             _fsync(path)
         _fsync(tmp)
@@ -122,6 +123,22 @@ def save_checkpoint(accelerator: Any, folder: str | Path, step: int, state: dict
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def _sha256(file: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file in the checkpoint folder but the trainer state, by relative path."""
+    return {file.relative_to(folder).as_posix(): _sha256(file)
+            for file in sorted(folder.rglob("*")) if file.is_file() and file.name != STATE_FILE}
 
 
 def _test_pause(step: int) -> float:
@@ -253,6 +270,14 @@ def checkpoint_problem(path: str | Path) -> str | None:
     match = PATTERN.match(path.name)
     if match and int(match.group(1)) != step:
         return f"{state_file} says step {step} in {path.name}"
+    digests = state.get("sha256")
+    if isinstance(digests, dict):  # written at save time (older checkpoints have none)
+        for name, want in sorted(digests.items()):
+            file = path / name
+            if not file.is_file():
+                return f"{file} is missing"
+            if _sha256(file) != want:
+                return f"{file} does not match its sha256 recorded at save time"
     if not (path / "random_states_0.pkl").is_file():
         return f"{path / 'random_states_0.pkl'} is missing"
     if not any((path / part).is_dir() for part in SHARDED_PARTS):
