@@ -270,14 +270,6 @@ def checkpoint_problem(path: str | Path) -> str | None:
     match = PATTERN.match(path.name)
     if match and int(match.group(1)) != step:
         return f"{state_file} says step {step} in {path.name}"
-    digests = state.get("sha256")
-    if isinstance(digests, dict):  # written at save time (older checkpoints have none)
-        for name, want in sorted(digests.items()):
-            file = path / name
-            if not file.is_file():
-                return f"{file} is missing"
-            if _sha256(file) != want:
-                return f"{file} does not match its sha256 recorded at save time"
     if not (path / "random_states_0.pkl").is_file():
         return f"{path / 'random_states_0.pkl'} is missing"
     if not any((path / part).is_dir() for part in SHARDED_PARTS):
@@ -300,6 +292,14 @@ def checkpoint_problem(path: str | Path) -> str | None:
                 return f"{file} is damaged (bad member {bad})"
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             return f"{file} is damaged ({str(exc)[:120]})"
+    digests = state.get("sha256")
+    if isinstance(digests, dict):  # written at save time (older checkpoints have none)
+        for name, want in sorted(digests.items()):
+            file = path / name
+            if not file.is_file():
+                return f"{file} is missing"
+            if _sha256(file) != want:
+                return f"{file} does not match its sha256 recorded at save time"
     return None
 
 
