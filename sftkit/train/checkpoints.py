@@ -5,7 +5,8 @@ Layout of ``<run>/checkpoints/checkpoint-N/`` (N = optimizer steps done):
 - ``trainer_state.json``: sftkit's part, written last by the main process:
   ``{"format": 2, "step": N, "total_steps", "run_state": {tokens, trained_tokens,
   train_seconds, best_eval, bad_evals, stopped_early}, "scheduler": <LambdaLR state_dict>,
-  "processes": world size, "engine": accelerate's distributed type}`` (JSON, no pickle);
+  "processes": world size, "engine": accelerate's distributed type, "sha256": {relative path:
+  hex digest of every other file in the folder}}`` (JSON, no pickle; resume checks the digests);
 - what ``accelerator.save_state`` writes for the engine in use:
   - single process and DDP: ``model.safetensors`` (the *trainable* weights only, named as in
     the loss module, without DDP's wrapper: ``inner.base_model.model...lora_A.default.weight``),
@@ -110,7 +111,7 @@ def save_checkpoint(accelerator: Any, folder: str | Path, step: int, state: dict
         if pause:
             print(f"sftkit-test: writing checkpoint-{step}", file=sys.stderr, flush=True)
             time.sleep(pause)
-        atomic_write_json(tmp / STATE_FILE, {"format": FORMAT, **state, "step": step})
+        atomic_write_json(tmp / STATE_FILE, {"format": FORMAT, **state, "step": step, "sha256": _digests(tmp)})
         for path in sorted(tmp.rglob("*"), reverse=True):
             _fsync(path)
         _fsync(tmp)
@@ -122,6 +123,22 @@ def save_checkpoint(accelerator: Any, folder: str | Path, step: int, state: dict
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def _sha256(file: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file in the checkpoint folder but the trainer state, by relative path."""
+    return {file.relative_to(folder).as_posix(): _sha256(file)
+            for file in sorted(folder.rglob("*")) if file.is_file() and file.name != STATE_FILE}
 
 
 def _test_pause(step: int) -> float:
@@ -151,7 +168,14 @@ def read_trainer_state(path: str | Path) -> dict:
     if not (path / STATE_FILE).is_file():
         raise UsageError(f"{path} is not a complete sftkit checkpoint",
                          hint="pass a checkpoints/checkpoint-N folder, or --resume alone for the latest")
-    state = json.loads((path / STATE_FILE).read_text("utf-8"))
+    try:
+        state = json.loads((path / STATE_FILE).read_text("utf-8"))
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"{path / STATE_FILE} is damaged: {str(exc).splitlines()[0][:200]}",
+                         hint="resume from another checkpoint, or --resume latest-valid") from None
+    if not isinstance(state, dict):
+        raise UsageError(f"{path / STATE_FILE} is damaged: not a JSON object",
+                         hint="resume from another checkpoint, or --resume latest-valid")
     if state.get("format") != FORMAT:
         raise UsageError(f"{path} was written by an older sftkit (checkpoint format {state.get('format', 1)})",
                          hint="start the run again without --resume (or with --overwrite)")
@@ -214,3 +238,114 @@ def load_checkpoint(accelerator: Any, module: Any, path: str | Path, load_kwargs
         raise UsageError(f"{path} could not be read safely: {str(exc).splitlines()[0][:200]}",
                          hint="the checkpoint is damaged or was not written by sftkit; resume from another") from None
     return state
+
+
+LATEST, LATEST_VALID = "latest", "latest-valid"
+SHARDED_PARTS = ("pytorch_model_fsdp_0", "pytorch_model")  # FSDP and DeepSpeed model folders
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why the checkpoint at ``path`` cannot be resumed (a short reason naming the file), or None:
+    the files it needs are present, the trainer state parses with a sane integer step, the
+    safetensors files open and ``optimizer.bin`` is a whole zip archive (nothing is unpickled)."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    path = Path(path)
+    state_file = path / STATE_FILE
+    if not state_file.is_file():
+        return f"{state_file} is missing"
+    try:
+        state = json.loads(state_file.read_text("utf-8"))
+    except (ValueError, OSError) as exc:
+        return f"{state_file} is damaged ({str(exc).splitlines()[0][:120]})"
+    if not isinstance(state, dict):
+        return f"{state_file} is damaged (not a JSON object)"
+    step, total = state.get("step"), state.get("total_steps")
+    if type(step) is not int or step < 1:
+        return f"{state_file} has an impossible step {step!r}"
+    if type(total) is int and step > total:
+        return f"{state_file} has an impossible step {step} of {total}"
+    match = PATTERN.match(path.name)
+    if match and int(match.group(1)) != step:
+        return f"{state_file} says step {step} in {path.name}"
+    if not (path / "random_states_0.pkl").is_file():
+        return f"{path / 'random_states_0.pkl'} is missing"
+    if not any((path / part).is_dir() for part in SHARDED_PARTS):
+        for name in (MODEL_FILE, "optimizer.bin"):
+            if not (path / name).is_file():
+                return f"{path / name} is missing"
+    for file in sorted(path.rglob("*.safetensors")):
+        try:
+            with safe_open(str(file), "pt") as handle:
+                list(handle.keys())
+            if file.stat().st_size < _safetensors_end(file):
+                return f"{file} is truncated"
+        except Exception as exc:  # safetensors raises its own error types for a broken file
+            return f"{file} is damaged ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})"
+    for file in sorted(path.rglob("*.bin")):
+        try:
+            with zipfile.ZipFile(file) as archive:
+                bad = archive.testzip()
+            if bad is not None:
+                return f"{file} is damaged (bad member {bad})"
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            return f"{file} is damaged ({str(exc)[:120]})"
+    digests = state.get("sha256")
+    if isinstance(digests, dict):  # written at save time (older checkpoints have none)
+        for name, want in sorted(digests.items()):
+            file = path / name
+            if not file.is_file():
+                return f"{file} is missing"
+            if _sha256(file) != want:
+                return f"{file} does not match its sha256 recorded at save time"
+    return None
+
+
+def _safetensors_end(file: Path) -> int:
+    """The byte length a safetensors file must have: 8 + header + the largest data offset."""
+    with open(file, "rb") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(size))
+    ends = [info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"]
+    return 8 + size + max(ends, default=0)
+
+
+def resolve_resume(folder: str | Path, resume: str, say: Any = print) -> Path:
+    """The checkpoint ``--resume`` means: the newest (``latest``), the newest that passes
+    :func:`checkpoint_problem` (``latest-valid``, saying which it skipped and why) or the one named;
+    a missing or damaged one is a usage error."""
+    folder = Path(folder)
+    found = list_checkpoints(folder)
+    if resume == LATEST_VALID:
+        for _, path in reversed(found):
+            problem = checkpoint_problem(path)
+            if problem is None:
+                return path
+            say(f"--resume latest-valid: skipped {path.name}: {problem}")
+        raise UsageError(f"--resume latest-valid: no valid checkpoint in {folder}",
+                         hint="start without --resume")
+    if resume == LATEST:
+        if not found:
+            raise UsageError(f"--resume: no complete checkpoint in {folder}",
+                             hint="start without --resume, or pass a checkpoint folder")
+        path = found[-1][1]
+    else:
+        path = Path(resume)
+        if not path.is_dir():
+            raise missing_checkpoint(path)
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise UsageError(f"--resume: checkpoint {path.name} is damaged: {problem}",
+                         hint="pass --resume latest-valid to use the newest undamaged checkpoint")
+    return path
+
+
+def missing_checkpoint(path: str | Path) -> UsageError:
+    """The message for ``--resume PATH`` where PATH is not a folder, listing the checkpoints beside it."""
+    path = Path(path)
+    names = [p.name for _, p in list_checkpoints(path.parent)]
+    listed = ", ".join(names) if names else "none"
+    return UsageError(f"--resume: checkpoint {path} does not exist (checkpoints in {path.parent}: {listed})",
+                      hint="pass one of those, --resume alone for the latest, or --resume latest-valid")

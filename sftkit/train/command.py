@@ -49,7 +49,7 @@ from sftkit.recipe import ATTENTION, recipe_doc
 @click.option("--output-dir", metavar="DIR", help=recipe_doc("output_dir"))
 @click.option("--overwrite", is_flag=True, default=None, help=recipe_doc("overwrite"))
 @click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[CHECKPOINT]",
-              help="Continue the run in --output-dir from its latest complete checkpoint (or the one given).")
+              help="Continue the run in --output-dir from its latest complete checkpoint, the one given, or 'latest-valid' (the newest undamaged one).")
 @click.option("--no-validate", "no_validate", is_flag=True, help=recipe_doc("validate"))
 @click.option("--reporter", "reporters", multiple=True, metavar="NAMES", help=recipe_doc("reporters"))
 @click.option("--no-reporter", "no_reporters", multiple=True, metavar="NAMES", help=recipe_doc("no_reporters"))
@@ -69,6 +69,7 @@ def command(ctx, recipe, resume, no_validate, **flags):
     from sftkit.console import err_console, plain, progress_disabled
     from sftkit.recipe import build_recipe
     from sftkit.reporting import choose_reporters
+    from sftkit.train.checkpoints import LATEST, LATEST_VALID, missing_checkpoint
     from sftkit.train.loop import train
 
     given = {name: value for name, value in flags.items()
@@ -87,7 +88,9 @@ def command(ctx, recipe, resume, no_validate, **flags):
             settings[name] = value
     if no_validate:
         settings["validate"] = False
-    if resume and resume != "latest" and "output_dir" not in settings:
+    if resume and resume not in (LATEST, LATEST_VALID) and not Path(resume).is_dir():
+        raise missing_checkpoint(resume)  # before the recipe: without one, "no training data" misleads
+    if resume and resume not in (LATEST, LATEST_VALID) and "output_dir" not in settings:
         settings["output_dir"] = str(Path(resume).resolve().parent.parent)
     if resume and recipe is None and "data" not in settings and settings.get("output_dir"):
         saved = Path(settings["output_dir"]) / "recipe.yaml"

@@ -122,15 +122,12 @@ def _release_precision(wanted: str) -> None:
 def _start_folder(recipe: Recipe, accelerator: Any, out: Path, resume: str | None,
                   say: Callable[[str], None]) -> Path | None:
     """The checkpoint to resume from (or None), after checking the folder may be (re)used."""
-    from sftkit.train.checkpoints import clean_partial, latest_checkpoint
+    from sftkit.train.checkpoints import clean_partial, resolve_resume
 
     ckpt_dir = out / "checkpoints"
     checkpoint = None
     if resume:
-        checkpoint = latest_checkpoint(ckpt_dir) if resume == "latest" else Path(resume)
-        if checkpoint is None:
-            raise UsageError(f"--resume: no complete checkpoint in {ckpt_dir}",
-                             hint="start without --resume, or pass a checkpoint folder")
+        checkpoint = resolve_resume(ckpt_dir, resume, say)
     elif accelerator.is_main_process and ((out / "sftkit_run.json").exists() or list(ckpt_dir.glob("checkpoint-*"))):
         if not recipe.overwrite:
             raise UsageError(f"{out} already holds a run",
