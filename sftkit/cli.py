@@ -97,6 +97,22 @@ def parse_key_values(items: tuple[str, ...] | list[str], flag: str) -> dict[str,
     return out
 
 
+def checked_value(annotation: Any) -> Callable:
+    """A click callback that checks a flag's text through ``sftkit.options`` (NaN refused too), e.g.
+    ``Annotated[float, Field(ge=0, le=1)]``; a refused value is click's usage error (exit 2)."""
+    from sftkit.options import CommandLineText, Declared, ValueProblem
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return Declared(param.name or "", annotation).check(CommandLineText(str(value), param.opts[0]))
+        except ValueProblem as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return callback
+
+
 def parse_names(values: tuple[str, ...] | list[str]) -> list[str]:
     """``("a,b", "c")`` -> ``["a", "b", "c"]`` (comma-separated, repeatable flags)."""
     return [name.strip() for value in values for name in value.split(",") if name.strip()]

@@ -1,4 +1,4 @@
-"""The HTML page of ``sftkit eval``: summary, base vs tuned per metric, confusion matrices, and
+"""The HTML page of ``sftkit eval``: summary, warnings, confusion matrices, base vs tuned per metric, and
 every example with both outputs and their scores, sortable by score change and filterable.
 
 Every string from the data or the models goes through ``esc``; the page is self-contained.
@@ -131,7 +131,6 @@ def _classification_section(data: dict, roles: list[str]) -> str:
             continue
         name = ((data.get("models") or {}).get(role) or {}).get("name", role)
         parts.append(f"<h3>{esc(role)}: {esc(name)}</h3>")
-        parts.append(_confusion(summary))
         per_class = summary.get("per_class") or {}
         rows = [[label, v.get("precision", 0.0), v.get("recall", 0.0), v.get("f1", 0.0), v.get("support", 0)]
                 for label, v in per_class.items()]
@@ -147,7 +146,27 @@ def _classification_section(data: dict, roles: list[str]) -> str:
                          + table(["row", "output", "reason"],
                                  [[i.get("row", ""), excerpt(i.get("output", ""), 400), i.get("reason", "")]
                                   for i in invalid], table_id=f"invalid-{role}") + "</div>")
-    return section("Classification", "".join(parts), "classification")
+    return section("Classification: per class and unmapped outputs", "".join(parts), "classification")
+
+
+def _confusion_section(data: dict, roles: list[str]) -> str:
+    """The confusion matrix of each model, side by side, near the top of the page."""
+    info = data.get("classification")
+    if not isinstance(info, dict):
+        return ""
+    parts = []
+    for role in roles:
+        summary = (info.get("models") or {}).get(role)
+        if not summary:
+            continue
+        name = ((data.get("models") or {}).get(role) or {}).get("name", role)
+        parts.append(f'<div><h3>{esc(role)}: {esc(name)}</h3>{_confusion(summary)}</div>')
+    if not parts:
+        return ""
+    note = ('<p class="muted">rows: true labels; columns: predicted labels, then (invalid) for outputs that map '
+            'to no label (counted wrong).</p>')
+    return section("Confusion matrix", note + '<div style="display:flex;gap:24px;flex-wrap:wrap">'
+                   + "".join(parts) + "</div>", "confusion")
 
 
 def _text_cell(text: Any, limit: int = 400) -> str:
@@ -272,8 +291,10 @@ def render(result: Any) -> str:
         found = {role for entry in (data.get("metrics") or {}).values() if isinstance(entry, dict)
                  for role in ROLES if role in entry}
         roles = [role for role in ROLES if role in found]
-    body = (_summary(data, roles) + _skipped_section(data) + _metrics_section(data, roles) + _warnings_section(data)
-            + _classification_section(data, roles) + _settings_section(data) + _examples_section(data, roles))
+    # first screen: the summary, the warnings, the confusion matrices (classification), the metrics
+    body = (_summary(data, roles) + _warnings_section(data) + _confusion_section(data, roles)
+            + _metrics_section(data, roles) + _skipped_section(data) + _classification_section(data, roles)
+            + _settings_section(data) + _examples_section(data, roles))
     subtitle = f"{data.get('data', '')} · {data.get('rows', '')} rows"
     if data.get("skipped_lines"):
         subtitle += f" · {len(data['skipped_lines'])} broken lines skipped"

@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import click
+from pydantic import Field
 
-from sftkit.cli import data_options, parse_component_options, parse_key_values, parse_names, reporter_flags
+from sftkit.cli import checked_value, data_options, parse_component_options, parse_key_values, parse_names, reporter_flags
 from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
 
 
@@ -41,6 +43,9 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
               help="Bootstrap resamples (100 to 100,000).")
 @click.option("--seed", metavar="N", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True,
               help="Bootstrap seed (0 to 4294967295).")
+@click.option("--max-invalid-share", metavar="SHARE", default="0.1", show_default=True,
+              callback=checked_value(Annotated[float, Field(ge=0, le=1)]), help="Classification: warn (terminal, reports) when more than this share of a "
+                                      "model's outputs map to no label (0 to 1).")
 @click.option("--report-dir", metavar="DIR", type=click.Path(file_okay=False), default="reports/eval",
               show_default=True, help="Where the reports go (eval.html and eval.json from the built-in reporters).")
 @reporter_flags
@@ -51,8 +56,8 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
                    "is not native), else the CPU (fp32).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model folder (off by default).")
 def command(model, data, request, template, template_options, metrics, metric_options, compare, no_compare,
-            max_new_tokens, batch_size, limit, resamples, seed, report_dir, reporters, no_reporters, json_path, device,
-            trust_remote_code):
+            max_new_tokens, batch_size, limit, resamples, seed, max_invalid_share, report_dir, reporters, no_reporters,
+            json_path, device, trust_remote_code):
     """Generate with a model (and a base model), score, and compare with confidence intervals.
 
     Prompts are rendered exactly as in training minus the response; generation is greedy,
@@ -81,7 +86,7 @@ def command(model, data, request, template, template_options, metrics, metric_op
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
         metric_options=parse_component_options(metric_options, "--metric-option", "rouge"),
         max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit, resamples=resamples, seed=seed,
-        device=device)
+        max_invalid_share=max_invalid_share, device=device)
     render = RenderSettings(template=template, template_options=parse_key_values(template_options, "--template-option"),
                             trust_remote_code=trust_remote_code)
     result = run_eval(request.for_path(data), render, settings)

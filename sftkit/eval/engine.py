@@ -44,6 +44,7 @@ class EvalSettings:
     resamples: int = 1000
     seed: int = 0
     confidence: float = 0.95
+    max_invalid_share: float = 0.1
     device: str = "auto"
 
 
@@ -87,6 +88,8 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
     table, metric_notes = score(metrics, runs, references, classification, resamples=settings.resamples,
                                 seed=settings.seed, confidence=settings.confidence)
     warn = notes + [w for run in runs.values() for w in sanity_warnings(run, max_new)] + metric_notes
+    if mapper is not None:
+        warn += invalid_warnings(runs, settings.max_invalid_share)
     result = {
         "data": str(prepared.path), "rows": len(examples), "limit": settings.limit, "spec": prepared.spec.name,
         "spec_note": prepared.note, "task": task, "template": prepared.template_name,
@@ -281,6 +284,20 @@ def _classification(mapper: Any, runs: dict[str, ModelRun], examples: list, refe
                            for i, m in enumerate(run.labels) if m.rule == "invalid"]
                     for role, run in runs.items()},
     }
+
+
+def invalid_warnings(runs: Mapping[str, ModelRun], max_share: float) -> list[dict]:
+    """One warning per classification model whose share of unmappable outputs exceeds ``max_share``."""
+    out = []
+    for role, run in runs.items():
+        rows = [i for i, m in enumerate(run.labels or []) if m.rule == "invalid"]
+        total = len(run.labels or [])
+        if total and len(rows) / total > max_share:
+            out.append({"model": role, "code": "invalid_share", "rows": rows,
+                        "message": f"{role}: {len(rows)} of {total} outputs ({len(rows) / total:.1%}) map to no label, "
+                                   f"more than --max-invalid-share {max_share:g} (they count as wrong; see the "
+                                   f"unmapped outputs in the report)"})
+    return out
 
 
 def _run_summary(info: dict | None) -> dict | None:
