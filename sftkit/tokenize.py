@@ -11,8 +11,6 @@ import bisect
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 from sftkit.errors import PluginError
 from sftkit.registry import describe
 from sftkit.types import Example, RenderContext, Segment, TokenizedExample
@@ -68,6 +66,7 @@ def tokenize_many(
 
 
 def _label(segments, weights, text, ids, offsets, max_length) -> TokenizedExample:
+    import numpy as np
     ends = np.cumsum([len(s.text) for s in segments]) if segments else np.zeros(0, dtype=int)
     n = len(ids)
     seg_index = np.zeros(n, dtype=np.int64)
@@ -124,6 +123,7 @@ def marker_tokens(tokenized: TokenizedExample, segments: Sequence[Segment], mark
 
     ``starts`` (each token's start offset) may be passed when calling this for many markers.
     """
+    import numpy as np
     text, offsets, ids = tokenized.text, tokenized.offsets, tokenized.input_ids
     if not offsets or not marker:
         return None

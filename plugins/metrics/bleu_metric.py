@@ -14,7 +14,10 @@ import re
 import warnings
 from typing import Annotated, Literal
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # numpy loads where used: `sftkit plugins` stays light
+    import numpy as np
 from pydantic import Field
 
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
@@ -43,6 +46,7 @@ def _cjk_share(texts: list[str]) -> float:
 def segment_statistics(predictions: list[str], references: list[str], tokenize: str = "13a",
                        lowercase: bool = False) -> np.ndarray:
     """sacrebleu's sufficient statistics per segment: one row per example (summable)."""
+    import numpy as np
     from sftkit.corpus import segment_statistics as statistics
 
     return statistics(_bleu(tokenize, lowercase), predictions, references).astype(np.int64)

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # numpy loads where used: `sftkit plugins` stays light
+    import numpy as np
 from pydantic import Field
 
 AVERAGES = ("macro", "weighted", "micro")
@@ -73,6 +76,7 @@ def aggregate(predictions: list[str], references: list[str], average: list = ("m
 def resampled(predictions: list[str], references: list[str], indices: np.ndarray,
               average: list = ("macro", "weighted"), labels: list = ()) -> dict[str, np.ndarray]:
     """F1 on every bootstrap resample, vectorised from per-class counts (equals ``f1_score``)."""
+    import numpy as np
     preds, refs = _clean(predictions), _clean(references)
     chosen = _labels(refs, labels)
     code = {label: i for i, label in enumerate(chosen)}

@@ -4,7 +4,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Annotated, Iterator
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # numpy loads where used: `sftkit plugins` stays light
+    import numpy as np
 from pydantic import Field
 
 from sftkit import Issue
@@ -12,6 +15,7 @@ from sftkit.plugins.validators.text import prompt_of, rows as count_rows
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float]:
+    import numpy as np
     if not len(values):
         return {}
     p50, p95 = np.percentile(values, [50, 95])
@@ -33,6 +37,7 @@ def balance(context,
             min_rows: Annotated[int, Field(ge=0, description="fewer rows than this: no balance checks")] = 20,
             ) -> Iterator[Issue]:
     """Class imbalance (ratio and share), task imbalance, length outliers; length statistics."""
+    import numpy as np
     labels: Counter = Counter()
     tasks: Counter = Counter()
     prompt_len = np.zeros(context.rows, dtype=np.int64)
@@ -86,6 +91,7 @@ def balance(context,
 
 def _outliers(lengths: np.ndarray, z: float) -> set[int]:
     """Rows whose log length lies more than ``z`` robust standard deviations (MAD) from the median."""
+    import numpy as np
     if len(lengths) < 20:
         return set()
     present = lengths > 0  # empty fields are the quality validator's business

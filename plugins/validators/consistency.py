@@ -6,7 +6,10 @@ import re
 from collections import Counter, defaultdict
 from typing import Annotated, Iterator
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # numpy loads where used: `sftkit plugins` stays light
+    import numpy as np
 from pydantic import Field
 
 from sftkit import Issue
@@ -40,6 +43,7 @@ def consistency(context, find_markers: Annotated[bool, Field(description="look f
                                                                          "templates inside the data")] = True,
                 ) -> Iterator[Issue]:
     """Template markers in data, conflicting labels, label variants, unknown labels, mixed formats."""
+    import numpy as np
     spec = context.spec
     # Markers are declared as they appear in context (" ASSISTANT:"); inside a field the delimiter
     # itself is the problem, wherever it stands, so the content check looks for it stripped.
@@ -95,6 +99,7 @@ def consistency(context, find_markers: Annotated[bool, Field(description="look f
 
 
 def _conflicts(prompts: np.ndarray, answers: np.ndarray, classification: bool) -> Iterator[Issue]:
+    import numpy as np
     order = np.lexsort((answers, prompts))
     p, a = prompts[order], answers[order]
     starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])

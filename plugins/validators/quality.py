@@ -7,7 +7,10 @@ from collections import defaultdict
 from dataclasses import replace
 from typing import Annotated, Iterator
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # numpy loads where used: `sftkit plugins` stays light
+    import numpy as np
 from pydantic import Field
 
 from sftkit import Issue
@@ -96,6 +99,7 @@ def quality(context,
             pii: Annotated[bool, Field(description="look for personal data (emails, phone and card numbers)")] = True,
             ) -> Iterator[Issue]:
     """Empty/short/copied outputs, vague instructions, exact and near duplicates, mojibake, repetition, PII."""
+    import numpy as np
     classification = context.spec.task == "classification"
     spec = context.spec
     constant = spec.instruction is not None and "instruction" not in spec.columns
@@ -171,6 +175,7 @@ def quality(context,
 
 def _exact_groups(hashes: np.ndarray) -> tuple[list[list[int]], set[int]]:
     """Groups of rows (first row first) sharing a non-zero hash, and the first row of each group."""
+    import numpy as np
     order = np.argsort(hashes, kind="stable")
     ordered = hashes[order]
     if not len(ordered):

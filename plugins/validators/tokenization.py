@@ -11,7 +11,10 @@ import random
 from collections import defaultdict
 from typing import Annotated, Iterator
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # numpy loads where used: `sftkit plugins` stays light
+    import numpy as np
 from pydantic import Field
 
 from sftkit import Issue
@@ -53,6 +56,7 @@ def tokenization(context,
                                                                          "besides the flagged ones")] = 3,
                  ) -> Iterator[Issue]:
     """Truncated responses, untrained EOS, no trained tokens, double BOS, prefix and marker checks; token stats."""
+    import numpy as np
     tokenizer = context.tokenizer
     if tokenizer is None:
         context.stats["tokenization"] = {"skipped": "no tokenizer (--no-tokenizer)"}
@@ -151,6 +155,7 @@ def _eos_trained(segments, tok, eos_text: str | None, eos_id: int | None) -> boo
 
 
 def _stats(lengths: np.ndarray, trained: np.ndarray, max_length: int, batch: int) -> dict:
+    import numpy as np
     total = len(lengths)
     if not total:
         return {"rows": 0}
