@@ -37,7 +37,16 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
               help=f"Generation budget (default: 16 for classification, {FALLBACK_MAX_NEW_TOKENS} otherwise; at most "
                    f"131,072).")
 @click.option("--batch-size", metavar="N", type=click.IntRange(min=1, max=4096), default=16, show_default=True,
-              help="Prompts per generation batch (batches are also capped at 4,096 padded prompt tokens).")
+              help="Prompts per generation batch (batches are also capped at --max-batch-tokens padded prompt tokens).")
+@click.option("--max-batch-tokens", metavar="N", default="4096", show_default=True,
+              callback=checked_value(Annotated[int, Field(ge=1, le=2**24)]),
+              help="Padded prompt tokens per generation batch at most (1 to 16,777,216), for generators that batch.")
+@click.option("--generator", metavar="NAME", default=None,
+              help="How outputs are generated: hf (batched model.generate, the default), continuous (transformers' "
+                   "continuous batching), vllm (needs vLLM and a CUDA GPU), or a plugin's; `sftkit plugins` lists them.")
+@click.option("--generator-option", "generator_options", multiple=True, metavar="KEY=VALUE",
+              help="A generator option, e.g. share_prefix=false for hf, page_size=128 for continuous (repeatable; "
+                   "unknown options exit 2 before any model loads).")
 @click.option("--limit", metavar="N", type=click.IntRange(min=1), default=None, help="Evaluate only the first N rows.")
 @click.option("--resamples", metavar="N", type=click.IntRange(min=100, max=100_000), default=1000, show_default=True,
               help="Bootstrap resamples (100 to 100,000).")
@@ -56,8 +65,8 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
                    "is not native), else the CPU (fp32).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model folder (off by default).")
 def command(model, data, request, template, template_options, metrics, metric_options, compare, no_compare,
-            max_new_tokens, batch_size, limit, resamples, seed, max_invalid_share, report_dir, reporters, no_reporters,
-            json_path, device, trust_remote_code):
+            max_new_tokens, batch_size, max_batch_tokens, generator, generator_options, limit, resamples, seed,
+            max_invalid_share, report_dir, reporters, no_reporters, json_path, device, trust_remote_code):
     """Generate with a model (and a base model), score, and compare with confidence intervals.
 
     Prompts are rendered exactly as in training minus the response; generation is greedy,
@@ -86,7 +95,8 @@ def command(model, data, request, template, template_options, metrics, metric_op
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
         metric_options=parse_component_options(metric_options, "--metric-option", "rouge"),
         max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit, resamples=resamples, seed=seed,
-        max_invalid_share=max_invalid_share, device=device)
+        max_invalid_share=max_invalid_share, device=device, generator=generator,
+        generator_options=parse_key_values(generator_options, "--generator-option"), max_batch_tokens=max_batch_tokens)
     render = RenderSettings(template=template, template_options=parse_key_values(template_options, "--template-option"),
                             trust_remote_code=trust_remote_code)
     result = run_eval(request.for_path(data), render, settings)

@@ -10,9 +10,7 @@ template, its options and every metric with its options are checked before any m
 from __future__ import annotations
 
 import dataclasses
-import gc
 import time
-import warnings
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -46,6 +44,9 @@ class EvalSettings:
     confidence: float = 0.95
     max_invalid_share: float = 0.1
     device: str = "auto"
+    generator: str | None = None
+    generator_options: Mapping[str, Any] = field(default_factory=dict)
+    max_batch_tokens: int = 4096
 
 
 def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
@@ -69,6 +70,10 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
                               labels=mapper.labels if mapper else None)
     metric_info = describe_metrics(metrics)  # before any model loads: options only a metric can judge fail here
     max_new = settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(task, FALLBACK_MAX_NEW_TOKENS)
+    from sftkit.eval.generation import resolve_generator
+
+    generator = resolve_generator(registry, settings.generator, settings.generator_options,
+                                  batch_size=settings.batch_size, max_batch_tokens=settings.max_batch_tokens)
 
     _quiet_transformers()
     from sftkit.models import resolve_device
@@ -80,8 +85,8 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
     prompts = None
     for role, name in [("tuned", settings.model)] + ([("base", compare)] if compare is not None else []):
         runs[role], prompts = generate_with(role, name, examples, prepared.encoder, prompts, max_new_tokens=max_new,
-                                            batch_size=settings.batch_size,
-                                            trust_remote_code=render.trust_remote_code, device=device)
+                                            generator=generator, trust_remote_code=render.trust_remote_code,
+                                            device=device)
         if mapper is not None:
             runs[role].labels = mapper.map_many(runs[role].texts)
     runs = {role: runs[role] for role in ROLES if role in runs}
@@ -97,7 +102,9 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
         "models": {role: {"name": run.name, "run": _run_summary(run.run_info), "seconds": round(run.seconds, 3),
                           "tokens": sum(g.tokens for g in run.generations)} for role, run in runs.items()},
         "generation": {"max_new_tokens": max_new, "batch_size": settings.batch_size, "decoding": "greedy",
-                       "padding": "left"},
+                       "padding": "left", "max_batch_tokens": settings.max_batch_tokens,
+                       "generator": generator.name, "generator_version": generator.version,
+                       "generator_options": generator.options},
         "bootstrap": {"resamples": settings.resamples, "seed": settings.seed, "confidence": settings.confidence,
                       "interval": "percentile",
                       "p_value": "paired, shifted to the null (Berg-Kirkpatrick et al. 2012), two-sided"},
@@ -229,46 +236,40 @@ def _use_idle_cores() -> None:
 
 
 def generate_with(role: str, name: str, examples: list, encoder: Any, prompts: list[str] | None = None, *,
-                  max_new_tokens: int, batch_size: int, trust_remote_code: bool,
-                  device: Any = "cpu") -> tuple[ModelRun, list[str]]:
-    """Load one model onto ``device``, generate for every prompt, and free the model (its GPU
-    memory too) before returning, so a second model never shares the device with the first.
+                  max_new_tokens: int, generator: Any, trust_remote_code: bool, device: Any = "cpu",
+                  pool: Any = None) -> tuple[ModelRun, list[str]]:
+    """Load one model onto ``device`` (through ``pool``, which may reuse a loaded base; default: a
+    fresh load, freed afterwards with its GPU memory, so a second model never shares the device
+    with the first) and generate for every prompt with ``generator`` (a ``GeneratorChoice``).
 
     Without ``prompts`` they are rendered with ``encoder`` (the template and its options) and
-    this model's tokenizer; the prompts used are returned so a second model answers exactly
+    this model's tokenizer; the prompts used are returned so every other model answers exactly
     the same ones.
     """
     from sftkit.console import err_console, plain
-    from sftkit.generate import generate
+    from sftkit.eval.generation import ModelPool
+    from sftkit.generate import stops_for
     from sftkit.pipeline import end_of_turn
-    from sftkit.runs import load_for_inference
 
     err_console.print(plain(f"{role}: loading {name}", "dim"))
-    with warnings.catch_warnings():  # library deprecation notes are not the user's concern here
-        warnings.simplefilter("ignore", FutureWarning)
-        model, tokenizer, info = load_for_inference(name, trust_remote_code=trust_remote_code, device=device)
-    encoder = encoder.with_tokenizer(tokenizer)
-    if prompts is None:
-        prompts = [encoder.prompt(example) for example in examples]
-    ends = sorted({end_of_turn(encoder.segments(example)) for example in examples})
-    start = time.perf_counter()
-    generations = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                           end_texts=ends, description=f"{role}: generating")
-    seconds = time.perf_counter() - start
-    del model
-    _free_memory()
+    pool = pool if pool is not None else ModelPool(device, trust_remote_code)
+    with pool.use(name, generator.loads_model) as (model, tokenizer, info):
+        encoder = encoder.with_tokenizer(tokenizer)
+        if prompts is None:
+            prompts = [encoder.prompt(example) for example in examples]
+        ends = sorted({end_of_turn(encoder.segments(example)) for example in examples})
+        stops = stops_for(tokenizer, ends)
+        prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+        start = time.perf_counter()
+        generations = generator.bound(model, tokenizer, prompt_ids, stops, max_new_tokens)
+        seconds = time.perf_counter() - start
+        del model
+    if len(generations) != len(prompts):
+        raise UsageError(f"generator {generator.name!r} returned {len(generations)} outputs for {len(prompts)} prompts",
+                         hint="check it with sftkit.testing.check_generator")
     tokens = sum(g.tokens for g in generations)
     err_console.print(plain(f"{role}: {len(prompts)} outputs, {tokens} tokens in {seconds:.1f} s", "dim"))
     return ModelRun(role, str(name), info, [g.text.strip() for g in generations], generations, seconds), prompts
-
-
-def _free_memory() -> None:
-    """Collect the model just deleted and hand its cached GPU memory back."""
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 # -- the result ------------------------------------------------------------------------------------
