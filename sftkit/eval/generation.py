@@ -73,6 +73,12 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def adapter_base(name: str) -> str | None:
+    """The base model of a LoRA run folder that can share a loaded base, else None."""
+    found = _adapter_on_shared_base(name)
+    return found[1] if found else None
+
+
 def _adapter_on_shared_base(name: str) -> tuple[dict, str] | None:
     """``(run info, base model)`` for a LoRA run folder that can ride on a loaded base (no added tokens)."""
     from sftkit.runs import is_run_dir, read_run
@@ -132,7 +138,7 @@ class ModelPool:
 
         With ``loads_model`` the model is a ``ModelSource`` and only the tokenizer loads."""
         if loads_model:
-            yield self._tokenizer_only(name)
+            yield self.tokenizer_only(name)
             return
         shared = self._shared(name) if self.share else None
         if shared is not None:
@@ -159,7 +165,8 @@ class ModelPool:
             del model
             free_memory()
 
-    def _tokenizer_only(self, name: str) -> tuple[Any, Any, dict | None]:
+    def tokenizer_only(self, name: str) -> tuple[Any, Any, dict | None]:
+        """``(ModelSource, tokenizer, run info)`` of ``name``: its tokenizer loads, its weights do not."""
         from transformers import AutoTokenizer
 
         from sftkit.models import load_tokenizer
