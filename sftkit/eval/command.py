@@ -51,6 +51,10 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
 @click.option("--generator-option", "generator_options", multiple=True, metavar="KEY=VALUE",
               help="A generator option, e.g. share_prefix=false for hf, page_size=128 for continuous (repeatable; "
                    "unknown options exit 2 before any model loads).")
+@click.option("--by", metavar="COLUMN", default=None,
+              help="Break every metric down by group, with intervals: task (the spec's task field), label, or any "
+                   "column of the data; none to switch it off. Default: task when it holds more than one value, "
+                   "else the label for classification.")
 @click.option("--limit", metavar="N", type=click.IntRange(min=1), default=None, help="Evaluate only the first N rows.")
 @click.option("--resamples", metavar="N", type=click.IntRange(min=100, max=100_000), default=1000, show_default=True,
               help="Bootstrap resamples (100 to 100,000).")
@@ -69,8 +73,8 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
                    "is not native), else the CPU (fp32).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model folder (off by default).")
 def command(models, data, request, template, template_options, metrics, metric_options, compare, no_compare,
-            max_new_tokens, batch_size, max_batch_tokens, generator, generator_options, limit, resamples, seed,
-            max_invalid_share, report_dir, reporters, no_reporters, json_path, device, trust_remote_code):
+            max_new_tokens, batch_size, max_batch_tokens, generator, generator_options, by, limit, resamples,
+            seed, max_invalid_share, report_dir, reporters, no_reporters, json_path, device, trust_remote_code):
     """Generate with a model (and a base model), score, and compare with confidence intervals.
 
     Prompts are rendered exactly as in training minus the response; generation is greedy,
@@ -100,7 +104,8 @@ def command(models, data, request, template, template_options, metrics, metric_o
         metric_options=parse_component_options(metric_options, "--metric-option", "rouge"),
         max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit, resamples=resamples, seed=seed,
         max_invalid_share=max_invalid_share, device=device, generator=generator,
-        generator_options=parse_key_values(generator_options, "--generator-option"), max_batch_tokens=max_batch_tokens)
+        generator_options=parse_key_values(generator_options, "--generator-option"), max_batch_tokens=max_batch_tokens,
+        by=by)
     render = RenderSettings(template=template, template_options=parse_key_values(template_options, "--template-option"),
                             trust_remote_code=trust_remote_code)
     result = run_eval(request.for_path(data), render, settings)

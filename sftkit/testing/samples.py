@@ -162,6 +162,12 @@ def _eval_data() -> dict:
                      {"model": "base", "code": "invalid_share", "rows": [0, 1],
                       "message": "base: 2 of 2 outputs (100.0%) map to no label, more than --max-invalid-share 0.1"}],
         "skipped_lines": [_skipped(3)],
+        "breakdown": {"by": "label", "source": "the reference label", "min_rows": 10, "groups": [
+            {"value": label, "rows": 1,
+             "metrics": {sub: {"metric": sub, "aggregate": "mean", "tuned": interval(1.0), "base": interval(0.0),
+                               "difference": {"value": 1.0, "low": 1.0, "high": 1.0, "p_value": 0.5,
+                                              "significant": True}} for sub in ("accuracy", "exact_match")}}
+            for label in ("negative", "positive")]},
         "classification": {"labels": ["negative", "positive"],
                            "models": {"tuned": classification(1), "base": classification(0)},
                            "invalid": {"tuned": [], "base": [{"row": 0, "output": XSS, "reason": "no label in the output"},
@@ -170,12 +176,12 @@ def _eval_data() -> dict:
             {"row": 0, "prompt": f"### Instruction:\nClassify: {XSS}\n\n### Response:\n", "reference": "negative",
              "outputs": {"tuned": output("negative", "negative", "exact"),
                          "base": output(XSS, "(invalid)", "invalid", "max_new_tokens")},
-             "scores": scores, "change": {"accuracy": 1.0, "exact_match": 1.0}},
+             "scores": scores, "change": {"accuracy": 1.0, "exact_match": 1.0}, "group": "negative"},
             {"row": 1, "prompt": "### Instruction:\nClassify: Profits rose.\n\n### Response:\n",
              "reference": "positive",
              "outputs": {"tuned": output("positive", "positive", "exact"),
                          "base": output("", "(invalid)", "invalid", "max_new_tokens")},
-             "scores": scores, "change": {"accuracy": 1.0, "exact_match": 1.0}},
+             "scores": scores, "change": {"accuracy": 1.0, "exact_match": 1.0}, "group": "positive"},
         ],
     }
 
@@ -204,6 +210,14 @@ def _eval_several_data() -> dict:
         entry["model_2"] = dict(entry["model_1"])
         entry["comparisons"] = {key: {**difference, "p_holm": 0.002, "significant_holm": True}
                                 for key in ("model_1", "model_2")}
+    for group in data["breakdown"]["groups"]:
+        for entry in group["metrics"].values():
+            difference = entry.pop("difference")
+            for key in ("base", "tuned"):
+                entry[keys[key]] = entry.pop(key)
+            entry["model_2"] = dict(entry["model_1"])
+            entry["comparisons"] = {key: {**difference, "p_holm": 1.0, "significant_holm": False}
+                                    for key in ("model_1", "model_2")}
     classification = data["classification"]
     classification["models"] = rekey(classification["models"])
     classification["invalid"] = rekey(classification["invalid"])
