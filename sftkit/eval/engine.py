@@ -152,6 +152,14 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
     if grouping is not None:
         for item, value in zip(result["examples"], grouping[2]):
             item["group"] = value
+    from sftkit.eval.provenance import provenance, text_sha256
+
+    for item in result["examples"]:
+        item["prompt_sha256"] = text_sha256(item["prompt"])
+    made = provenance(registry=registry, request=request, prepared=prepared, render=render,
+                      generation=result["generation"], prompt_hashes=[e["prompt_sha256"] for e in result["examples"]])
+    for role, entry in result["models"].items():
+        entry["provenance"] = {**made, "model": entry["name"]}
     return result
 
 
