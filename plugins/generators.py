@@ -46,7 +46,7 @@ def _continuous_missing() -> str | None:
         from transformers.generation.continuous_batching import continuous_api
     except ImportError:
         return "the installed transformers has no continuous batching (generate_batch); upgrade transformers"
-    if not hasattr(continuous_api.ContinuousMixin, "generate_batch"):
+    if not hasattr(getattr(continuous_api, "ContinuousMixin", None), "generate_batch"):
         return "the installed transformers has no generate_batch; upgrade transformers"
     return None
 

@@ -88,7 +88,9 @@ def command(models, data, diff, request, template, template_options, metrics, me
     batched with left padding, and stops at EOS or the template's end of turn. Classification
     outputs are mapped to the spec's labels (unmappable ones count as wrong and are listed).
     Every aggregate gets a 95% bootstrap interval; with a base model, a paired bootstrap gives
-    the interval of the difference and its p-value.
+    the interval of the difference and its p-value. Repeat --model to compare several models
+    with one reference (Holm-corrected); --by breaks every metric down by group; --diff A B
+    compares two eval.json files.
     """
     from sftkit.card import record_evaluation
     from sftkit.console import err_console, plain, print_skipped
