@@ -195,7 +195,7 @@ def render_flags(func: Callable) -> Callable:
                      help="A masking option, e.g. prompt_weight=0.2 (repeatable)."),
         click.option("--model", metavar="NAME", default="smollm2-135m", show_default=True,
                      help="The model (whose tokenizer is used): smollm2-135m (the offline default), tiny-random "
-                          "(tests), a local folder, or a hub id."),
+                          "(tests; also tiny-random-t5, -opt, -gpt2, -neox), a local folder, or a hub id."),
         click.option("--max-length", metavar="N", type=click.IntRange(min=1, max=10**7), default=None,
                      help="Truncate to N tokens."),
         click.option("--add-special-tokens", is_flag=True,
