@@ -36,7 +36,7 @@ def test_tiny_models_build_offline_with_the_tokenizer_vocabulary(name, architect
     (TINY_T5, {"q", "k", "v", "o", "wi_0", "wi_1", "wo"}),
 ])
 def test_default_lora_targets_every_linear_layer_but_the_head(name, expected):
-    from sftkit.models import load_model, load_tokenizer
+    from sftkit.models import load_tokenizer
     from sftkit.recipe import build_recipe
     from sftkit.train.model import build_model
 
