@@ -78,6 +78,12 @@ class Recipe:
         'masking strategy (default: the one that declares itself the default, `completion_only`)', min_length=1)
     masking_options: dict[str, Any] = key(doc='masking options, as `--masking-option`', factory=dict)
     max_length: int = key(1024, 'truncate examples to this many tokens', ge=1, le=MAX_TOKENS)
+    max_source_length: int | None = key(
+        None, 'encoder-decoder models (T5): truncate the encoder input (the prompt) to this many tokens '
+        '(default: `max_length`)', ge=1, le=MAX_TOKENS)
+    max_target_length: int | None = key(
+        None, 'encoder-decoder models (T5): truncate the decoder target (the response and its end token) to this '
+        'many tokens (default: `max_length`)', ge=1, le=MAX_TOKENS)
     add_special_tokens: bool = key(
         False,
         "add the template's delimiters as tokens; the embeddings grow (with LoRA the input and output embeddings, "
@@ -201,7 +207,8 @@ class Recipe:
 
         return RenderSettings(template=self.template, template_options=dict(self.template_options),
                               masking=self.masking, masking_options=dict(self.masking_options), model=self.model,
-                              max_length=self.max_length, add_special_tokens=self.add_special_tokens,
+                              max_length=self.max_length, max_source_length=self.max_source_length,
+                              max_target_length=self.max_target_length, add_special_tokens=self.add_special_tokens,
                               trust_remote_code=self.trust_remote_code,
                               options_from={k: v for k, v in self.origins.items()
                                             if k in ("template_options", "masking_options")})
