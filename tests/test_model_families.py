@@ -280,7 +280,8 @@ def _one_at_a_time(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
 
 
 @pytest.mark.parametrize("name,method", [(TINY_T5, "lora"), (TINY_T5, "full"), (TINY_OPT, "lora"), (TINY_OPT, "full"),
-                                         (TINY_GPT2, "lora"), (TINY_GPT2, "full")])
+                                         (TINY_GPT2, "lora"), (TINY_GPT2, "full"), (TINY_NEOX, "lora"),
+                                         (TINY_NEOX, "full")])
 def test_train_resume_and_evaluate(name, method, run_cli, tmp_path):
     import shutil
 
@@ -325,3 +326,15 @@ def test_train_resume_and_evaluate(name, method, run_cli, tmp_path):
     assert any(item["outputs"]["tuned"]["text"] for item in examples)  # not all empty: the comparison says something
     if name == TINY_T5:
         assert examples[0]["prompt"].startswith(INSTRUCTION) and examples[0]["prompt"].endswith("Summary:")
+
+    # exported: a plain transformers folder that the matching Auto class loads, generating the same
+    import transformers
+
+    exported = tmp_path / "exported"
+    assert run_cli("export", resumed, exported).exit_code == 0
+    auto = transformers.AutoModelForSeq2SeqLM if name == TINY_T5 else transformers.AutoModelForCausalLM
+    plain = auto.from_pretrained(str(exported)).eval()
+    card = (exported / "README.md").read_text("utf-8")
+    assert f"{auto.__name__}.from_pretrained(folder)" in card
+    first = examples[0]
+    assert _one_at_a_time(plain, tokenizer, first["prompt"], 6) == first["outputs"]["tuned"]["text"]
