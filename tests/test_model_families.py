@@ -318,7 +318,9 @@ def test_train_resume_and_evaluate(name, method, run_cli, tmp_path):
     result = run_cli("eval", "--model", resumed, "--data", data[0], "--spec", data[1], "--no-compare", "--limit", "5",
                      "--max-new-tokens", "6", "--batch-size", "4", "--report-dir", report, "--resamples", "100")
     assert result.exit_code == 0, result.stderr
-    examples = json.loads((report / "eval.json").read_text("utf-8"))["examples"]
+    evaluation = json.loads((report / "eval.json").read_text("utf-8"))
+    examples = evaluation["examples"]
+    assert evaluation["generation"]["padding"] == ("right" if name == TINY_T5 else "left")
     model, tokenizer, info = load_for_inference(resumed)
     assert info["method"] == method and bool(model.config.is_encoder_decoder) is (name == TINY_T5)
     for item in examples:
