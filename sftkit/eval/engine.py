@@ -189,10 +189,10 @@ def _sharing_order(plan: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def _run_info(model: str) -> dict | None:
     """The run description when ``model`` is a run folder (checked), else None."""
-    from sftkit.runs import is_run_dir, read_run
+    from sftkit.runs import is_run_dir, open_run
 
     if is_run_dir(model):
-        return read_run(model)
+        return open_run(model)
     if Path(model).is_dir() and (Path(model) / "adapter_config.json").exists():
         raise UsageError(f"{model} holds an adapter but no sftkit_run.json",
                          hint="pass the --output-dir of a finished `sftkit train`")
@@ -201,7 +201,7 @@ def _run_info(model: str) -> dict | None:
 
 def _compare_with(settings: EvalSettings, run_info: dict | None) -> str | None:
     """The second model: ``--compare``, else a run folder's base model (unless ``--no-compare``)."""
-    from sftkit.runs import is_run_dir, read_run
+    from sftkit.runs import is_run_dir, open_run
 
     compare = settings.compare
     if compare and settings.no_compare:
@@ -209,7 +209,7 @@ def _compare_with(settings: EvalSettings, run_info: dict | None) -> str | None:
     if compare is None and run_info is not None and not settings.no_compare:
         compare = str(run_info["base_model"])
     if compare is not None and is_run_dir(compare):
-        read_run(compare)  # a broken run folder is reported before any model loads
+        open_run(compare)  # a damaged run folder is reported before any model loads
     return compare
 
 
