@@ -53,10 +53,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, dtype: str = "fp32",
     ``out_dir`` is either absent or complete. An existing non-empty ``out_dir`` is refused.
     """
     from sftkit.card import export_card
-    from sftkit.runs import read_run
+    from sftkit.runs import open_run
 
     run_dir, out = Path(run_dir), Path(out_dir)
-    info = read_run(run_dir)
+    info = open_run(run_dir)  # a damaged run folder is one message before anything is written
     if dtype not in DTYPES:
         raise UsageError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

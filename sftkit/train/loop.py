@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sftkit.errors import SftkitError, UsageError
+from sftkit.errors import SftkitError, UsageError, WriteError
 from sftkit.recipe import MAX_STEPS, Recipe
+from sftkit.runs import RUN_FILE
 from sftkit.train.data import Schedule, collate, collate_seq2seq, split_by_tokens
 from sftkit.train.run_files import METRICS_FILE, RunState
 from sftkit.train.sources import TrainData
@@ -447,20 +448,41 @@ def _finish(run: Run) -> dict:
         if run.kernel is not None:  # the saved model carries its own attention, not the training kernel
             base_of(run.model).set_attn_implementation(run.own_attention)
         prepared = run.data.prepared
-        save_final(run.model, prepared.tokenizer, prepared.encoder.template, run.out, state_dict)
-        result = build_result(run.recipe, run.data, read_metrics(run.metrics_path), run.state, run.step,
-                              run.total_steps, run.parameters, run.out)
-        result["summary"].update(processes=accelerator.num_processes, replicas_in_sync=in_sync,
-                                 engine=str(accelerator.distributed_type).rsplit(".", 1)[-1].lower(),
-                                 device=accelerator.device.type, attention=run.kernel or "padded",
-                                 **_memory(accelerator))
-        title = f"sftkit train: {run.recipe.model} ({run.recipe.method})"
-        chosen = choose_reporters(prepared.registry, run.recipe.reporters or (), run.recipe.no_reporters)
-        write_reports(Result("train", title, result), run.out, prepared.registry, reporters=chosen)
-        write_run(run.out, run_description(run.recipe, run.data))
+        # Until sftkit_run.json is written again the folder is not a finished run (a resumed run
+        # replaces the weights of an earlier finish): nothing may read old and new files as one.
+        (run.out / RUN_FILE).unlink(missing_ok=True)
+        try:
+            save_final(run.model, prepared.tokenizer, prepared.encoder.template, run.out, state_dict)
+            result = build_result(run.recipe, run.data, read_metrics(run.metrics_path), run.state, run.step,
+                                  run.total_steps, run.parameters, run.out)
+            result["summary"].update(processes=accelerator.num_processes, replicas_in_sync=in_sync,
+                                     engine=str(accelerator.distributed_type).rsplit(".", 1)[-1].lower(),
+                                     device=accelerator.device.type, attention=run.kernel or "padded",
+                                     **_memory(accelerator))
+            title = f"sftkit train: {run.recipe.model} ({run.recipe.method})"
+            chosen = choose_reporters(prepared.registry, run.recipe.reporters or (), run.recipe.no_reporters)
+            # min_free=0: the folder was checked before training; only a write that fails now is an error
+            write_reports(Result("train", title, result), run.out, prepared.registry, reporters=chosen,
+                          flag="--output-dir", min_free=0)
+            write_run(run.out, run_description(run.recipe, run.data))
+        except WriteError as exc:
+            raise _unfinished(run.out, exc) from None
         write_card(run.out, result)  # README.md: the model card
     accelerator.wait_for_everyone()
     return result
+
+
+def _unfinished(out: Path, exc: WriteError) -> WriteError:
+    """A write of the finished run that failed: the folder is not a finished run, and how to finish it."""
+    from sftkit.train.checkpoints import list_checkpoints
+
+    found = list_checkpoints(out / "checkpoints")
+    then = (f"then `sftkit train --output-dir {out} --resume` finishes the run from {found[-1][1].name}" if found else
+            f"then train again (`--output-dir {out} --overwrite`); the run kept no checkpoint to finish from")
+    error = WriteError(f"{exc.message}; the run folder {out} is not a finished run (no {RUN_FILE})", path=exc.path,
+                       hint=f"{exc.hint or 'free some space'}; {then}")
+    error.kept, error.replaced = exc.kept, exc.replaced
+    return error
 
 
 def _replicas_in_sync(run: Run) -> bool:
