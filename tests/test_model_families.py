@@ -88,8 +88,8 @@ import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DIALOGSUM = ROOT / "demo" / "flan_t5_dialogsum"
-DEMO_RECIPE = DIALOGSUM / "recipe.yaml"
+DIALOGSUM = ROOT / "demo" / "dialogsum"  # the summarization demo's DialogSum subset
+DEMO_RECIPE = ROOT / "demo" / "flan_t5_dialogsum" / "recipe.yaml"
 SENTIMENT = ROOT / "tests" / "data" / "train" / "sentiment.jsonl"
 SENTIMENT_EVAL = ROOT / "tests" / "data" / "train" / "sentiment_eval.jsonl"
 SENTIMENT_SPEC = ROOT / "demo" / "financial_sentiment" / "spec.yaml"
@@ -279,9 +279,12 @@ def _one_at_a_time(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
     return tokenizer.decode(new, skip_special_tokens=True).strip()
 
 
-@pytest.mark.parametrize("name,method", [(TINY_T5, "lora"), (TINY_T5, "full"), (TINY_OPT, "lora"), (TINY_OPT, "full"),
-                                         (TINY_GPT2, "lora"), (TINY_GPT2, "full"), (TINY_NEOX, "lora"),
-                                         (TINY_NEOX, "full")])
+SLOW = pytest.mark.slow  # the T5 runs encode 300 dialogues and score ROUGE: about 10-30 s each on 2 busy cores
+
+
+@pytest.mark.parametrize("name,method", [pytest.param(TINY_T5, "lora", marks=SLOW), pytest.param(TINY_T5, "full", marks=SLOW),
+                                         (TINY_OPT, "lora"), (TINY_OPT, "full"), (TINY_GPT2, "lora"),
+                                         (TINY_GPT2, "full"), (TINY_NEOX, "lora"), (TINY_NEOX, "full")])
 def test_train_resume_and_evaluate(name, method, run_cli, tmp_path):
     import shutil
 
