@@ -118,10 +118,12 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
 
 def _run_info(model: str) -> dict | None:
     """The run description when ``model`` is a run folder (checked), else None."""
-    from sftkit.runs import is_run_dir, open_run
+    from sftkit.runs import is_run_dir, is_sftkit_folder, not_a_model_folder, open_run
 
     if is_run_dir(model):
         return open_run(model)
+    if Path(model).is_dir() and is_sftkit_folder(Path(model)):
+        raise not_a_model_folder(model)  # a run that did not finish: how to finish it
     if Path(model).is_dir() and (Path(model) / "adapter_config.json").exists():
         raise UsageError(f"{model} holds an adapter but no sftkit_run.json",
                          hint="pass the --output-dir of a finished `sftkit train`")
