@@ -449,7 +449,9 @@ def test_train_on_a_full_disk_during_a_checkpoint_removes_the_partial_checkpoint
     assert any("checkpoint-2" in c for c in calls)
     assert_one_clean_error(result, f"cannot write the checkpoint {run / 'checkpoints' / 'checkpoint-2'}: ",
                            f"the partial {run / 'checkpoints' / '.tmp-checkpoint-2'} was removed",
-                           "hint: the disk is full")
+                           f"the run folder {run} is not a finished run (no sftkit_run.json)",
+                           f"hint: the disk is full: free some space, or write to another folder; then `sftkit train "
+                           f"--output-dir {run} --resume` finishes the run from checkpoint-1")
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-1"]
     assert checkpoint_problem(run / "checkpoints" / "checkpoint-1") is None
     assert not (run / "sftkit_run.json").exists()
@@ -491,3 +493,10 @@ def test_every_round3_corpus_file_has_a_case():
     files = {p.name for p in ROUND3.iterdir() if p.is_file()}
     assert files == covered
     assert len(files) == 20
+
+
+def test_the_readme_states_the_number_of_bad_inputs():
+    text = " ".join((HERE.parent / "README.md").read_text("utf-8").split())
+    top, round2, round3 = (len([p for p in folder.iterdir() if p.is_file()]) for folder in (BAD, BAD / "round2", ROUND3))
+    assert (f"holds {top + round2 + round3} bad inputs, each with a test: {top} files at its top and {round2} in "
+            f"`tests/data/bad/round2/` (data files, specs, recipes), and {round3} in `tests/data/bad/round3/`") in text
