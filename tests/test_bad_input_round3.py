@@ -426,6 +426,21 @@ def test_train_on_a_full_disk_at_the_final_save_leaves_no_finished_looking_folde
     assert run_folder_problem(run) is None
 
 
+def test_export_on_a_full_disk_leaves_no_export(sound_run, tmp_path, monkeypatch):
+    from sftkit.models import load_tokenizer
+
+    def full(self, folder, *args, **kwargs):
+        Path(folder, "tokenizer.json").write_text('{"version": ', "utf-8")
+        raise Exception("No space left on device (os error 28)")  # noqa: TRY002 - what tokenizers raises
+
+    monkeypatch.setattr(type(load_tokenizer("tiny-random")), "save_pretrained", full)
+    out = tmp_path / "exported"
+    result = run_cli("export", sound_run, out)
+    assert_one_clean_error(result, f"cannot write the export {out}: No space left on device (ENOSPC); the partial "
+                                   f"{tmp_path}/.tmp-export-exported-", "hint: the disk is full")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_train_on_a_full_disk_during_a_checkpoint_removes_the_partial_checkpoint(tmp_path, monkeypatch):
     import torch
 
