@@ -515,3 +515,36 @@ def test_the_readme_states_the_number_of_bad_inputs():
     top, round2, round3 = (len([p for p in folder.iterdir() if p.is_file()]) for folder in (BAD, BAD / "round2", ROUND3))
     assert (f"holds {top + round2 + round3} bad inputs, each with a test: {top} files at its top and {round2} in "
             f"`tests/data/bad/round2/` (data files, specs, recipes), and {round3} in `tests/data/bad/round3/`") in text
+
+
+@pytest.fixture
+def scratch_run(sound_run, tmp_path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(sound_run, run)
+    return run
+
+
+def test_any_value_in_a_run_description_exits_0_1_or_2(scratch_run):
+    """Arbitrary values (NaN, huge numbers, control characters, lists, mappings, the wrong type)
+    for every key of ``sftkit_run.json``, through ``sftkit eval``: never an internal error."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from test_value_properties import SCALE, VALUES
+
+    from sftkit.runs import RUN_KEYS
+
+    original = json.loads((scratch_run / "sftkit_run.json").read_text("utf-8"))
+
+    @settings(max_examples=int(30 * SCALE), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(key=st.sampled_from(RUN_KEYS), value=VALUES)
+    def check(key, value):
+        (scratch_run / "sftkit_run.json").write_text(json.dumps({**original, key: value}), "utf-8")
+        result = run_cli("eval", "--model", scratch_run, "--data", DATA, "--limit", "1", "--max-new-tokens", "1",
+                         "--resamples", "100", "--no-compare", "--report-dir", scratch_run.parent / "reports")
+        output = result.stdout + result.stderr
+        assert result.exit_code in (0, 1, 2), (key, value, output)
+        assert "Traceback" not in output and "internal error" not in output, (key, value, output)
+        if result.exit_code == 2:
+            assert result.stderr.count("error:") == 1, output
+
+    check()
