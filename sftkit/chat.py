@@ -231,7 +231,8 @@ def generate_one(model: Any, tokenizer: Any, prompt: str, end_texts: list[str], 
     with torch.inference_mode():
         output = model.generate(input_ids=ids["input_ids"].to(model.device),
                                 attention_mask=ids["attention_mask"].to(model.device), streamer=Stream(), **options)
-    new = output[0, ids["input_ids"].shape[1]:].tolist()
+    # an encoder-decoder's output is the decoder side alone, after its start token
+    new = output[0, 1 if model.config.is_encoder_decoder else ids["input_ids"].shape[1]:].tolist()
     text, kept, stopped = _cut(tokenizer, new, stops)
     if stopped is None:
         stopped = "max_new_tokens" if len(kept) >= max_new_tokens else "eos"

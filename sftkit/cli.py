@@ -190,9 +190,14 @@ def render_flags(func: Callable) -> Callable:
                      help="A masking option, e.g. prompt_weight=0.2 (repeatable)."),
         click.option("--model", metavar="NAME", default="smollm2-135m", show_default=True,
                      help="The model (whose tokenizer is used): smollm2-135m (the offline default), tiny-random "
-                          "(tests), a local folder, or a hub id."),
+                          "(tests; also tiny-random-t5, -opt, -gpt2, -neox), a local folder, or a hub id."),
         click.option("--max-length", metavar="N", type=click.IntRange(min=1, max=10**7), default=None,
                      help="Truncate to N tokens."),
+        click.option("--max-source-length", metavar="N", type=click.IntRange(min=1, max=10**7), default=None,
+                     help="Encoder-decoder models (T5): truncate the encoder input to N tokens (default: --max-length)."),
+        click.option("--max-target-length", metavar="N", type=click.IntRange(min=1, max=10**7), default=None,
+                     help="Encoder-decoder models (T5): truncate the decoder target to N tokens (default: "
+                          "--max-length)."),
         click.option("--add-special-tokens", is_flag=True,
                      help="Add the template's delimiters to the tokenizer as special tokens."),
         click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model folder (off by default)."),
@@ -207,13 +212,14 @@ def render_options(func: Callable) -> Callable:
 
     @functools.wraps(func)
     def command(*args: Any, template, template_options, masking, masking_options, model, max_length,
-                add_special_tokens, trust_remote_code, **kwargs: Any) -> Any:
+                max_source_length, max_target_length, add_special_tokens, trust_remote_code, **kwargs: Any) -> Any:
         from sftkit.pipeline import RenderSettings
 
         render = RenderSettings(
             template=template, template_options=parse_key_values(template_options, "--template-option"),
             masking=masking, masking_options=parse_key_values(masking_options, "--masking-option"), model=model,
-            max_length=max_length, add_special_tokens=add_special_tokens, trust_remote_code=trust_remote_code)
+            max_length=max_length, max_source_length=max_source_length, max_target_length=max_target_length,
+            add_special_tokens=add_special_tokens, trust_remote_code=trust_remote_code)
         return func(*args, render=render, **kwargs)
 
     return render_flags(command)

@@ -146,6 +146,12 @@ def generate_ids(model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]]
     With ``share_prefix``, the tokens every prompt starts with (the template and a constant
     instruction, often most of an evaluation prompt) are run through the model once; each
     batch starts from a copy of that KV cache, its own tokens left-padded after it."""
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):  # T5, BART: sftkit.generate_seq2seq
+        from sftkit.generate_seq2seq import generate_seq2seq
+
+        return generate_seq2seq(model, tokenizer, prompt_ids, stops, max_new_tokens=max_new_tokens,
+                                batch_size=batch_size, max_batch_tokens=max_batch_tokens, progress=progress,
+                                description=description, sort_by_length=sort_by_length)
     import torch
 
     from sftkit.console import err_console, progress_disabled
@@ -195,3 +201,25 @@ def generate_ids(model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]]
                 results[index] = _finish(tokenizer, output[row, width:].tolist(), stops, max_new_tokens)
             bar.advance(task, len(batch))
     return [r for r in results if r is not None]
+
+
+# -- for generator plugins (sftkit.hookspecs.register_generators) ---------------------------------
+
+def finish(tokenizer: Any, new_ids: Sequence[int], stops: Stops, max_new_tokens: int) -> Generation:
+    """A ``Generation`` from one prompt's new token ids: cut before the first stop id or stop
+    string, with why it stopped (what every generator returns per prompt)."""
+    return _finish(tokenizer, new_ids, stops, max_new_tokens)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's weights are, for a generator that loads them itself (``loads_model``):
+    ``name`` as the user gave it, the model to load (``base_model``: the run's base, or the
+    model itself), a LoRA ``adapter`` folder or None, and the ``device`` and ``dtype`` asked for."""
+
+    name: str
+    base_model: str
+    adapter: str | None = None
+    device: str = "cpu"
+    dtype: str | None = None
+    trust_remote_code: bool = False

@@ -15,7 +15,7 @@ import pluggy
 hookspec = pluggy.HookspecMarker("sftkit")
 hookimpl = pluggy.HookimplMarker("sftkit")
 
-KINDS = ("loaders", "templates", "masking_strategies", "validators", "metrics", "reporters")
+KINDS = ("loaders", "templates", "masking_strategies", "validators", "metrics", "reporters", "generators")
 
 # The optional attributes of a component, by kind: sftkit reads these and no others, a bound
 # component carries them, and the README's hook reference lists them (generated from here).
@@ -36,6 +36,8 @@ OPTIONAL_ATTRIBUTES: dict[str, dict[str, str]] = {
     },
     "masking_strategies": {
         "default": "`True` on the one strategy used when none is chosen (the built-in `completion_only`)",
+        "encoder_decoder": "`False` on a strategy that trains prompt tokens (the built-in `full` and "
+                           "`prompt_weighted`): refused for an encoder-decoder model, whose encoder input never trains",
     },
     "validators": {
         "codes": "`{code: (severity, what it means, how to fix)}`: every issue code it yields; the README's "
@@ -66,6 +68,16 @@ OPTIONAL_ATTRIBUTES: dict[str, dict[str, str]] = {
     "reporters": {
         "default": "`True`: it runs when no `--reporter` is given (the built-in `json` and `html` declare it); a "
                    "reporter without it runs only when named with `--reporter`",
+    },
+    "generators": {
+        "default": "`True` on the one generator used when no `--generator` is given (the built-in `hf`)",
+        "available": "`available() -> str | None`: why it cannot run here (a missing library, no GPU), or None; "
+                     "sftkit asks before any model loads and exits 2 with the reason",
+        "version": "`version() -> str`: what generates, with its version (`transformers 4.56.1`), recorded in "
+                   "eval.json",
+        "loads_model": "`True`: the generator loads the weights itself (vLLM); its `model` argument is then a "
+                       "`sftkit.generate.ModelSource` (name, base model, adapter folder, device) instead of a "
+                       "loaded transformers model",
     },
 }
 
@@ -146,4 +158,21 @@ def register_reporters(register):
     ``reporters`` for train), else every reporter that declares ``default = True``; minus
     those named with ``--no-reporter NAME`` (``no_reporters``). An unknown name exits 2
     before any work starts.
+    """
+
+
+@hookspec
+def register_generators(register):
+    """Register generators: how ``sftkit eval`` turns prompts into outputs.
+
+    A generator is ``generator(model, tokenizer, prompt_ids, stops, max_new_tokens, **options)
+    -> list[Generation]``: greedy outputs for the already tokenized prompts (``prompt_ids``, a
+    list of token-id lists, tokenized as in training), one ``sftkit.generate.Generation`` per
+    prompt and in their order. Each output stops at the ids of ``stops.token_ids`` (EOS and a
+    one-token end of turn), at the texts of ``stops.strings``, or after ``max_new_tokens`` new
+    tokens; its text and ids are cut before the stop, and ``stopped`` says why
+    (``sftkit.generate.finish(tokenizer, new_ids, stops, max_new_tokens)`` builds one from the
+    new ids). A generator that declares an option ``batch_size`` or ``max_batch_tokens``
+    receives ``--batch-size`` and ``--max-batch-tokens`` there. Greedy outputs must equal
+    one-at-a-time decoding (``sftkit.testing.check_generator``).
     """

@@ -42,7 +42,7 @@ def plugin_report(registry) -> dict:
 @click.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def command(as_json: bool) -> None:
-    """List templates, masking strategies, validators, metrics, loaders and reporters, and plugin status.
+    """List templates, masking strategies, validators, metrics, loaders, reporters and generators, and plugin status.
 
     Exits 1 if any plugin failed to load.
     """

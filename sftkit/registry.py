@@ -33,6 +33,7 @@ DEFAULT_PLUGINS = (
     "sftkit.plugins.validators",
     "sftkit.plugins.metrics",
     "sftkit.plugins.reporters",
+    "sftkit.plugins.generators",
 )
 
 # How many leading positional arguments sftkit itself passes to a component of each kind;
@@ -44,6 +45,7 @@ POSITIONAL_ARGS = {
     "validators": ("context",),
     "metrics": ("predictions", "references"),
     "reporters": ("result", "output_dir"),
+    "generators": ("model", "tokenizer", "prompt_ids", "stops", "max_new_tokens"),
 }
 
 # Where a user sets the options of each kind: (flag, option prefix, the other place).
@@ -54,6 +56,7 @@ OPTION_PLACES = {
     "validators": ("--validator-option", "{name}.", "set it in the spec's validators:"),
     "metrics": ("--metric-option", "{name}.", ""),
     "reporters": ("", "", ""),
+    "generators": ("--generator-option", "", ""),
 }
 
 SINGULAR = {
@@ -63,6 +66,7 @@ SINGULAR = {
     "validators": "validator",
     "metrics": "metric",
     "reporters": "reporter",
+    "generators": "generator",
 }
 
 

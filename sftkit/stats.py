@@ -100,6 +100,18 @@ def paired_difference(base_value: float, tuned_value: float, base_replicates: np
     return Difference(observed, low, high, float(min(1.0, p_value)))
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (in the given order): the i-th smallest p times
+    ``m - i + 1`` (i from 1), made non-decreasing in that order, at most 1."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * float(p_values[index])))
+        adjusted[index] = running
+    return adjusted
+
+
 def bootstrap_mean(scores: Sequence[float], resamples: int = RESAMPLES, seed: int = SEED,
                    confidence: float = CONFIDENCE) -> Interval:
     """The mean of per-example scores with its percentile bootstrap interval."""

@@ -15,6 +15,7 @@ from sftkit import DataError, Example, Issue, Result, Segment
 from sftkit.hookspecs import KINDS
 from sftkit.testing import (
     ConformanceError,
+    check_generator,
     check_loader,
     check_masking_strategy,
     check_metric,
@@ -43,7 +44,7 @@ def test_every_kind_has_builtins_and_a_check():
         assert BUILTINS.components(kind), f"no built-in {kind}"
     checks = {name for name in dir(testing) if name.startswith("check_")}
     assert checks == {"check_loader", "check_template", "check_masking_strategy", "check_validator",
-                      "check_metric", "check_reporter"}
+                      "check_metric", "check_reporter", "check_generator"}
 
 
 # -- built-ins ---------------------------------------------------------------------------------
@@ -343,3 +344,73 @@ def test_check_accepts_options_and_rejects_unknown_ones():
     assert 0.25 in weights[0]
     with pytest.raises(ConformanceError, match="(?s)has no option 'bogus'.*accepted options: prompt_weight"):
         check_masking_strategy(BUILTINS.get("masking_strategies", "prompt_weighted"), options={"bogus": 1})
+
+
+# -- generators ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def varied_model():
+    from sftkit.testing import varied_tiny_model
+
+    return varied_tiny_model(seed=1)
+
+
+@pytest.mark.parametrize("name", builtin("generators"))
+def test_builtin_generator(name, varied_model):
+    """Every built-in equals one-at-a-time decoding where it can run (vLLM: a GPU and vllm installed)."""
+    from sftkit.testing import GeneratorUnavailable
+
+    try:
+        outputs = check_generator(BUILTINS.get("generators", name), model=varied_model)
+    except GeneratorUnavailable as exc:
+        pytest.skip(str(exc))
+    assert len(outputs) == 4 and all(g.tokens >= 1 for g in outputs)
+
+
+def _hf_then(change):
+    """A generator that runs the built-in hf and then breaks its output with ``change``."""
+    def broken(model, tokenizer, prompt_ids, stops, max_new_tokens):
+        """A deliberately broken generator (tests)."""
+        from sftkit.generate import generate_ids
+
+        return change(generate_ids(model, tokenizer, prompt_ids, stops, max_new_tokens=max_new_tokens,
+                                   progress=False), stops, tokenizer, max_new_tokens)
+    return broken
+
+
+def _ignore_stops(model, tokenizer, prompt_ids, stops, max_new_tokens):
+    """Stops only at EOS, ignoring the end-of-turn ids and strings it is given (broken, tests)."""
+    from sftkit.generate import Stops, generate_ids
+
+    eos = Stops(stops.eos_ids, (), stops.eos_ids)
+    return generate_ids(model, tokenizer, prompt_ids, eos, max_new_tokens=max_new_tokens, progress=False)
+
+
+def _sampled(model, tokenizer, prompt_ids, stops, max_new_tokens):
+    """Samples instead of greedy decoding (broken, tests)."""
+    import torch
+
+    from sftkit.generate import finish
+
+    torch.manual_seed(0)
+    out = []
+    for ids in prompt_ids:
+        tensor = torch.tensor([list(ids)])
+        output = model.generate(input_ids=tensor, attention_mask=torch.ones_like(tensor), do_sample=True,
+                                temperature=5.0, max_new_tokens=max_new_tokens, pad_token_id=0)
+        out.append(finish(tokenizer, output[0, len(ids):].tolist(), stops, max_new_tokens))
+    return out
+
+
+@pytest.mark.parametrize("generator, message", [
+    (_hf_then(lambda out, *_: out[::-1]), "one-at-a-time greedy decoding gives"),
+    (_hf_then(lambda out, *_: [{"text": g.text} for g in out]), "not a sftkit.generate.Generation"),
+    (_hf_then(lambda out, *_: out[:-1]), "one per prompt"),
+    (_ignore_stops, "a generated token as stop id"),
+    (_ignore_stops, "stop string"),
+    (_sampled, "one-at-a-time greedy decoding gives"),
+])
+def test_check_generator_catches(generator, message, varied_model):
+    with pytest.raises(ConformanceError) as caught:
+        check_generator(generator, model=varied_model)
+    assert message in str(caught.value)

@@ -54,7 +54,7 @@ def test_sftkit_plugins_lists_the_installed_plugin(plugin_env):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     mine = {(c["kind"], c["name"]): c for c in data["components"] if c["plugin"] == "example"}
-    assert sorted(mine) == [("loaders", "txt_pairs"), ("masking_strategies", "turn_decay"),
+    assert sorted(mine) == [("generators", "one_by_one"), ("loaders", "txt_pairs"), ("masking_strategies", "turn_decay"),
                             ("metrics", "length_ratio"), ("reporters", "markdown"), ("templates", "llama2_inst"),
                             ("validators", "profanity")]
     assert {c["version"] for c in mine.values()} == {"0.1.0"}

@@ -116,6 +116,10 @@ def real_runs(tmp_path_factory) -> dict[str, list[dict]]:
         "--spec", "financial_phrasebank",
         "--max-new-tokens", "3", "--resamples", "100", "--report-dir", root / "c")
     out["eval"].append(json.loads((root / "c" / "eval.json").read_text()))
+    run("eval", "--model", "tiny-random", "--model", root / "run", "--compare", "tiny-random",
+        "--data", root / "sentiment.jsonl", "--spec", "financial_phrasebank",
+        "--max-new-tokens", "2", "--resamples", "100", "--report-dir", root / "n")
+    out["eval"].append(json.loads((root / "n" / "eval.json").read_text()))
     return out
 
 
@@ -128,7 +132,7 @@ def test_the_real_commands_write_json_that_follows_the_schema(kind, real_runs):
 
 @pytest.mark.parametrize("kind", sorted(SCHEMA_VERSIONS))
 def test_sample_results_hold_every_field_the_real_commands_write(kind, real_runs):
-    sample = data_fields(kind, next(r for r in sample_results() if r.kind == kind).data)
+    sample = set().union(*(data_fields(kind, r.data) for r in sample_results() if r.kind == kind))
     documented = {path for path, _, _ in fields(schema(kind))}
     for data in real_runs[kind]:
         real = data_fields(kind, data)
@@ -137,6 +141,8 @@ def test_sample_results_hold_every_field_the_real_commands_write(kind, real_runs
     if kind == "eval":  # the runs cover both optional parts: two models, and classification
         seen = set().union(*(data_fields(kind, d) for d in real_runs[kind]))
         assert {"classification.models.<model>.confusion", "examples[].change.<sub_metric>",
-                "examples[].outputs.<model>.label", "metrics.<sub_metric>.difference.significant"} <= seen
+                "examples[].outputs.<model>.label", "metrics.<sub_metric>.difference.significant",
+                "metrics.<sub_metric>.comparisons.<model>.p_holm", "examples[].changes.<model>.<sub_metric>",
+                "reference"} <= seen
     if kind == "validate":
         assert real_runs["validate"][0]["dataset"]["skipped_lines"], "the broken line is listed"

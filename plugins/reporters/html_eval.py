@@ -58,6 +58,9 @@ def _metrics_section(data: dict, roles: list[str]) -> str:
         return section("Metrics", '<p class="muted">no metrics</p>')
     models = data.get("models") or {}
     headers = ["metric"] + [f"{role}: {(models.get(role) or {}).get('name', role)}" for role in roles]
+    reference = data.get("reference")
+    if reference:
+        return _several_metrics_section(data, roles, reference, headers)
     compared = len(roles) == 2
     if compared:
         headers += ["difference (tuned - base)", "p-value", "verdict"]
@@ -86,6 +89,34 @@ def _metrics_section(data: dict, roles: list[str]) -> str:
             f'same resampled rows; p-value: {esc((data.get("bootstrap") or {}).get("p_value", ""))}.</p>')
     return section("Metrics: base vs tuned", note + table(headers, rows, table_id="metrics-table",
                                                            raw_html_columns=[len(headers) - 1]), "metrics")
+
+
+def _several_metrics_section(data: dict, roles: list[str], reference: str, headers: list[str]) -> str:
+    """N-way: one column per model, then each model minus the reference with p and Holm's p."""
+    others = [role for role in roles if role != reference]
+    headers = headers + [f"{role} - {reference} (p; Holm p)" for role in others] + ["intervals"]
+    rows = []
+    for sub, entry in (data.get("metrics") or {}).items():
+        entry = entry if isinstance(entry, dict) else {}
+        cells: list[Any] = [sub] + [_fmt(_entry(entry.get(role))) for role in roles]
+        for role in others:
+            diff = (entry.get("comparisons") or {}).get(role)
+            if isinstance(diff, dict):
+                verdict = " outside the noise" if diff.get("significant_holm") else ""
+                cells.append(f"{_fmt(diff, signed=True)} (p={float(diff.get('p_value', float('nan'))):.3f}; "
+                             f"Holm p={float(diff.get('p_holm', float('nan'))):.3f}){verdict}")
+            else:
+                cells.append("")
+        shown = {role: _entry(entry.get(role)) for role in roles if _entry(entry.get(role))}
+        cells.append(_interval_svg(shown) if shown else "")
+        rows.append(cells)
+    boot = data.get("bootstrap") or {}
+    note = (f'<p class="muted">values with their {boot.get("confidence", 0.95):.0%} percentile bootstrap interval '
+            f'({esc(boot.get("resamples", "?"))} resamples, seed {esc(boot.get("seed", "?"))}); reference: '
+            f'<b>{esc(reference)}</b>; each difference is a paired bootstrap on the same resampled rows for every '
+            f'model; p-value: {esc(boot.get("p_value", ""))}; correction: {esc(boot.get("correction", ""))}.</p>')
+    return section(f"Metrics: {len(roles)} models", note + table(headers, rows, table_id="metrics-table",
+                                                                 raw_html_columns=[len(headers) - 1]), "metrics")
 
 
 def _settings_section(data: dict) -> str:
@@ -198,8 +229,12 @@ def _examples_section(data: dict, roles: list[str]) -> str:
     headers = ["row", "prompt (end)", "reference"] + [f"{role} output" for role in roles]
     if primary:
         headers += [f"{role} {primary}" for role in roles]
-    if compared and primary:
+    reference = data.get("reference")
+    others = [role for role in roles if role != reference] if reference else []
+    if compared and primary and not reference:
         headers.append(f"change ({primary})")
+    if primary:
+        headers += [f"{role} - {reference} ({primary})" for role in others]
     headers.append("all scores")
     raw = [1, 2] + [3 + i for i in range(len(roles))] + [len(headers) - 1]
     rows = []
@@ -220,9 +255,13 @@ def _examples_section(data: dict, roles: list[str]) -> str:
             for role in roles:
                 value = (scores.get(role) or {}).get(primary)
                 cells.append(float(value) if isinstance(value, (int, float)) else "")
-        if compared and primary:
+        if compared and primary and not reference:
             change = (item.get("change") or {}).get(primary)
             cells.append(float(change) if isinstance(change, (int, float)) else "")
+        if primary:
+            for role in others:
+                change = ((item.get("changes") or {}).get(role) or {}).get(primary)
+                cells.append(float(change) if isinstance(change, (int, float)) else "")
         cells.append("<br>".join(f"{esc(role)}: {esc(_scores_text(scores.get(role) or {}))}" for role in roles
                                  if scores.get(role)))
         rows.append(cells)
@@ -266,6 +305,10 @@ def _summary(data: dict, roles: list[str]) -> str:
         diff = entry.get("difference")
         if isinstance(diff, dict):
             parts.append(f"difference {_fmt(diff, signed=True)}, p={diff.get('p_value', float('nan')):.3f}")
+        for role, comp in (entry.get("comparisons") or {}).items():
+            if isinstance(comp, dict):
+                parts.append(f"{role} - {data.get('reference')} {_fmt(comp, signed=True)}, "
+                             f"Holm p={comp.get('p_holm', float('nan')):.3f}")
         lines.append(f"<li><b>{esc(sub)}</b>: {esc('; '.join(parts))}</li>")
     run = (models.get("tuned") or {}).get("run")
     extra = ""
@@ -287,6 +330,8 @@ def render(result: Any) -> str:
     """The eval report page for ``result`` (kind "eval")."""
     data = result.data if isinstance(result.data, dict) else {}
     roles = [role for role in ROLES if role in (data.get("models") or {})]
+    if data.get("reference"):  # N-way: every model, in the report's order
+        roles = list(data.get("models") or {})
     if not roles:  # a minimal result: find the roles in the metric cells
         found = {role for entry in (data.get("metrics") or {}).values() if isinstance(entry, dict)
                  for role in ROLES if role in entry}

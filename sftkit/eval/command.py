@@ -2,6 +2,7 @@
 
     sftkit eval --model runs/demo --data test.jsonl            # compares with the run's base model
     sftkit eval --model smollm2-135m --data test.jsonl --spec financial_phrasebank
+    sftkit eval --model runs/a --model runs/b --compare smollm2-135m --data test.jsonl   # N-way
 """
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
 
 
 @click.command("eval")
-@click.option("--model", required=True, metavar="RUN_DIR|MODEL",
-              help="A run folder of `sftkit train`, or a model: smollm2-135m, tiny-random, a folder, a hub id.")
+@click.option("--model", "models", required=True, multiple=True, metavar="RUN_DIR|MODEL",
+              help="A run folder of `sftkit train`, or a model: smollm2-135m, tiny-random, a folder, a hub id. "
+                   "Repeat it to compare several models on the same prompts (keyed model_1, model_2, ... in the "
+                   "reports), each against the reference: --compare, else the first --model.")
 @click.option("--data", required=True, metavar="PATH", type=click.Path(dir_okay=True),
               help="The evaluation data (held-out rows).")
 @data_options
@@ -31,13 +34,23 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
               help="A metric option, e.g. rouge.tokenizer=whitespace, bleu.tokenize=zh, exact_match.mode=strict, "
                    "f1.average=macro (repeatable; unknown options exit 2 before any model loads).")
 @click.option("--compare", metavar="BASE|RUN_DIR", help="A second model scored on the same prompts "
-                                                         "(default for a run folder: its base model).")
+                                                         "(default for one run folder: its base model); with "
+                                                         "several --model, the reference (key base).")
 @click.option("--no-compare", is_flag=True, help="Evaluate only --model, even for a run folder.")
 @click.option("--max-new-tokens", metavar="N", type=click.IntRange(min=1, max=2**17), default=None,
               help=f"Generation budget (default: 16 for classification, {FALLBACK_MAX_NEW_TOKENS} otherwise; at most "
                    f"131,072).")
 @click.option("--batch-size", metavar="N", type=click.IntRange(min=1, max=4096), default=16, show_default=True,
-              help="Prompts per generation batch (batches are also capped at 4,096 padded prompt tokens).")
+              help="Prompts per generation batch (batches are also capped at --max-batch-tokens padded prompt tokens).")
+@click.option("--max-batch-tokens", metavar="N", default="4096", show_default=True,
+              callback=checked_value(Annotated[int, Field(ge=1, le=2**24)]),
+              help="Padded prompt tokens per generation batch at most (1 to 16,777,216), for generators that batch.")
+@click.option("--generator", metavar="NAME", default=None,
+              help="How outputs are generated: hf (batched model.generate, the default), continuous (transformers' "
+                   "continuous batching), vllm (needs vLLM and a CUDA GPU), or a plugin's; `sftkit plugins` lists them.")
+@click.option("--generator-option", "generator_options", multiple=True, metavar="KEY=VALUE",
+              help="A generator option, e.g. share_prefix=false for hf, page_size=128 for continuous (repeatable; "
+                   "unknown options exit 2 before any model loads).")
 @click.option("--limit", metavar="N", type=click.IntRange(min=1), default=None, help="Evaluate only the first N rows.")
 @click.option("--resamples", metavar="N", type=click.IntRange(min=100, max=100_000), default=1000, show_default=True,
               help="Bootstrap resamples (100 to 100,000).")
@@ -55,9 +68,9 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
               help="Where the models run: auto = the GPU when there is one (weights in bf16, or fp16 where bf16 "
                    "is not native), else the CPU (fp32).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model folder (off by default).")
-def command(model, data, request, template, template_options, metrics, metric_options, compare, no_compare,
-            max_new_tokens, batch_size, limit, resamples, seed, max_invalid_share, report_dir, reporters, no_reporters,
-            json_path, device, trust_remote_code):
+def command(models, data, request, template, template_options, metrics, metric_options, compare, no_compare,
+            max_new_tokens, batch_size, max_batch_tokens, generator, generator_options, limit, resamples, seed,
+            max_invalid_share, report_dir, reporters, no_reporters, json_path, device, trust_remote_code):
     """Generate with a model (and a base model), score, and compare with confidence intervals.
 
     Prompts are rendered exactly as in training minus the response; generation is greedy,
@@ -82,17 +95,20 @@ def command(model, data, request, template, template_options, metrics, metric_op
         check_writable_file(json_path, "--json")
     chosen = choose_reporters(get_registry(), parse_names(reporters), parse_names(no_reporters))
     settings = EvalSettings(
-        model=model, compare=compare, no_compare=no_compare,
+        model=models[0], models=tuple(models) if len(models) > 1 else (), compare=compare, no_compare=no_compare,
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
         metric_options=parse_component_options(metric_options, "--metric-option", "rouge"),
         max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit, resamples=resamples, seed=seed,
-        max_invalid_share=max_invalid_share, device=device)
+        max_invalid_share=max_invalid_share, device=device, generator=generator,
+        generator_options=parse_key_values(generator_options, "--generator-option"), max_batch_tokens=max_batch_tokens)
     render = RenderSettings(template=template, template_options=parse_key_values(template_options, "--template-option"),
                             trust_remote_code=trust_remote_code)
     result = run_eval(request.for_path(data), render, settings)
     print_summary(result)
     print_skipped([error["message"] for error in result.get("skipped_lines", [])])
-    report = Result("eval", f"sftkit eval: {result['models']['tuned']['name']} on {Path(data).name}", result)
+    shown = ", ".join(models) if len(models) > 1 else result["models"]["tuned"]["name"]
+    report = Result("eval", f"sftkit eval: {shown} on {Path(data).name}", result)
     written = write_reports(report, report_dir, get_registry(), json_copy=json_path, reporters=chosen)
-    written.append(record_evaluation(model, result))  # a run folder's model card gets the headline
+    if len(models) == 1:
+        written.append(record_evaluation(models[0], result))  # a run folder's model card gets the headline
     err_console.print(plain("reports: " + ", ".join(str(p) for p in written if p), "dim"))

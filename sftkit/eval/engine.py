@@ -10,9 +10,7 @@ template, its options and every metric with its options are checked before any m
 from __future__ import annotations
 
 import dataclasses
-import gc
 import time
-import warnings
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -34,6 +32,7 @@ class EvalSettings:
     task) with options, the generation budget and batch, and the bootstrap."""
 
     model: str
+    models: tuple[str, ...] = ()  # two or more: an N-way comparison (``model`` is then the first)
     compare: str | None = None
     no_compare: bool = False
     metrics: tuple[str, ...] | None = None
@@ -46,19 +45,30 @@ class EvalSettings:
     confidence: float = 0.95
     max_invalid_share: float = 0.1
     device: str = "auto"
+    generator: str | None = None
+    generator_options: Mapping[str, Any] = field(default_factory=dict)
+    max_batch_tokens: int = 4096
 
 
 def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
-    """Evaluate ``settings.model`` (and the model it is compared with) on the rows of ``request``
-    (a ``DataRequest``), rendered per ``render`` (template and options; a run folder's own by
-    default); returns the report data (JSON-ready)."""
+    """Evaluate ``settings.model`` (and the model it is compared with), or with ``settings.models``
+    several models against one reference, on the rows of ``request`` (a ``DataRequest``),
+    rendered per ``render`` (template and options; a run folder's own by default); returns the
+    report data (JSON-ready)."""
     from sftkit.pipeline import prepare
     from sftkit.registry import get_registry
 
     registry = get_registry()
-    run_info = _run_info(settings.model)
-    compare = _compare_with(settings, run_info)
+    names = [str(name) for name in (settings.models or (settings.model,))]
+    infos = [_run_info(name) for name in names]
+    run_info = infos[0]
+    if len(names) > 1:
+        plan, reference = _several(names, settings)
+    else:
+        compare = _compare_with(settings, run_info)
+        plan, reference = [("tuned", names[0])] + ([("base", compare)] if compare is not None else []), None
     render, notes = _with_run_template(render, run_info)
+    notes += _other_templates(render, plan[len(plan) - len(names):], infos) if len(names) > 1 else []
     prepared = prepare(_with_run_spec(request, run_info), dataclasses.replace(render, model=None), registry=registry)
     examples = _examples(prepared, settings.limit)
     task = prepared.spec.task or "generation"
@@ -69,6 +79,10 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
                               labels=mapper.labels if mapper else None)
     metric_info = describe_metrics(metrics)  # before any model loads: options only a metric can judge fail here
     max_new = settings.max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(task, FALLBACK_MAX_NEW_TOKENS)
+    from sftkit.eval.generation import ModelPool, resolve_generator
+
+    generator = resolve_generator(registry, settings.generator, settings.generator_options,
+                                  batch_size=settings.batch_size, max_batch_tokens=settings.max_batch_tokens)
 
     _quiet_transformers()
     from sftkit.models import resolve_device
@@ -78,15 +92,20 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
         _use_idle_cores()
     runs: dict[str, ModelRun] = {}
     prompts = None
-    for role, name in [("tuned", settings.model)] + ([("base", compare)] if compare is not None else []):
-        runs[role], prompts = generate_with(role, name, examples, prepared.encoder, prompts, max_new_tokens=max_new,
-                                            batch_size=settings.batch_size,
-                                            trust_remote_code=render.trust_remote_code, device=device)
-        if mapper is not None:
-            runs[role].labels = mapper.map_many(runs[role].texts)
-    runs = {role: runs[role] for role in ROLES if role in runs}
+    # several models: adapters on one base reuse it (the base first, its runs after it)
+    with ModelPool(device, render.trust_remote_code, share=len(names) > 1) as pool:
+        if len(names) > 1:
+            prompts = _render_prompts(pool, names[0], examples, prepared.encoder)
+        for role, name in (_sharing_order(plan) if len(names) > 1 else plan):
+            runs[role], prompts = generate_with(role, name, examples, prepared.encoder, prompts,
+                                                max_new_tokens=max_new, generator=generator,
+                                                trust_remote_code=render.trust_remote_code, device=device, pool=pool)
+            if mapper is not None:
+                runs[role].labels = mapper.map_many(runs[role].texts)
+    order = [role for role in ROLES if role in runs] if reference is None else [role for role, _ in plan]
+    runs = {role: runs[role] for role in order}
     table, metric_notes = score(metrics, runs, references, classification, resamples=settings.resamples,
-                                seed=settings.seed, confidence=settings.confidence)
+                                seed=settings.seed, confidence=settings.confidence, reference=reference)
     warn = notes + [w for run in runs.values() for w in sanity_warnings(run, max_new)] + metric_notes
     if mapper is not None:
         warn += invalid_warnings(runs, settings.max_invalid_share)
@@ -97,7 +116,9 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
         "models": {role: {"name": run.name, "run": _run_summary(run.run_info), "seconds": round(run.seconds, 3),
                           "tokens": sum(g.tokens for g in run.generations)} for role, run in runs.items()},
         "generation": {"max_new_tokens": max_new, "batch_size": settings.batch_size, "decoding": "greedy",
-                       "padding": "left"},
+                       "padding": "left", "max_batch_tokens": settings.max_batch_tokens,
+                       "generator": generator.name, "generator_version": generator.version,
+                       "generator_options": generator.options},
         "bootstrap": {"resamples": settings.resamples, "seed": settings.seed, "confidence": settings.confidence,
                       "interval": "percentile",
                       "p_value": "paired, shifted to the null (Berg-Kirkpatrick et al. 2012), two-sided"},
@@ -108,10 +129,60 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
         "warnings": warn,
         "skipped_lines": [{"line": e.line, "row": e.row, "message": e.message} for e in prepared.skipped],
     }
+    if reference is not None:
+        compared = len(runs) - 1
+        result["reference"] = reference
+        result["bootstrap"]["correction"] = (
+            f"Holm-Bonferroni over the {compared} comparison(s) with the reference {reference}, per sub-metric "
+            f"(p_holm); every comparison uses the same {settings.resamples} resamples")
     if mapper is not None:
         result["classification"] = _classification(mapper, runs, examples, references)
-    result["examples"] = _example_rows(examples, prompts, references, runs)
+    result["examples"] = _example_rows(examples, prompts, references, runs, reference)
     return result
+
+
+def _several(names: list[str], settings: EvalSettings) -> tuple[list[tuple[str, str]], str]:
+    """The models of an N-way run, keyed ``model_1``... (and ``base`` for ``--compare``), and the reference."""
+    from sftkit.runs import is_run_dir, read_run
+
+    if settings.compare and settings.no_compare:
+        raise UsageError("--compare and --no-compare exclude each other")
+    plan = [(f"model_{i + 1}", name) for i, name in enumerate(names)]
+    if settings.compare:
+        if is_run_dir(settings.compare):
+            read_run(settings.compare)  # a broken run folder is reported before any model loads
+        return [("base", str(settings.compare))] + plan, "base"
+    return plan, plan[0][0]
+
+
+def _other_templates(render: Any, plan: list[tuple[str, str]], infos: list[dict | None]) -> list[dict]:
+    """A note for each further run folder trained with another template than the one evaluated."""
+    out = []
+    for (role, _name), info in list(zip(plan, infos))[1:]:
+        trained_with = (info or {}).get("template")
+        if trained_with and trained_with != render.template:
+            out.append({"model": role, "code": "template_differs", "rows": [],
+                        "message": f"{role}: trained with template {trained_with!r}, evaluated with "
+                                   f"{render.template!r} (prompts differ from training)"})
+    return out
+
+
+def _render_prompts(pool: Any, name: str, examples: list, encoder: Any) -> list[str]:
+    """Every prompt rendered once, with the tokenizer of ``name`` (the first model), for all models."""
+    _source, tokenizer, _info = pool.tokenizer_only(name)
+    encoder = encoder.with_tokenizer(tokenizer)
+    return [encoder.prompt(example) for example in examples]
+
+
+def _sharing_order(plan: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Generation order: models grouped by the base they load, each base before the LoRA runs on it."""
+    from sftkit.eval.generation import adapter_base
+
+    def key(item: tuple[str, str]) -> tuple[str, bool]:
+        base = adapter_base(item[1])
+        return (base or item[1], base is not None)
+
+    return sorted(plan, key=key)
 
 
 # -- before any model loads ----------------------------------------------------------------------
@@ -231,46 +302,40 @@ def _use_idle_cores() -> None:
 
 
 def generate_with(role: str, name: str, examples: list, encoder: Any, prompts: list[str] | None = None, *,
-                  max_new_tokens: int, batch_size: int, trust_remote_code: bool,
-                  device: Any = "cpu") -> tuple[ModelRun, list[str]]:
-    """Load one model onto ``device``, generate for every prompt, and free the model (its GPU
-    memory too) before returning, so a second model never shares the device with the first.
+                  max_new_tokens: int, generator: Any, trust_remote_code: bool, device: Any = "cpu",
+                  pool: Any = None) -> tuple[ModelRun, list[str]]:
+    """Load one model onto ``device`` (through ``pool``, which may reuse a loaded base; default: a
+    fresh load, freed afterwards with its GPU memory, so a second model never shares the device
+    with the first) and generate for every prompt with ``generator`` (a ``GeneratorChoice``).
 
     Without ``prompts`` they are rendered with ``encoder`` (the template and its options) and
-    this model's tokenizer; the prompts used are returned so a second model answers exactly
+    this model's tokenizer; the prompts used are returned so every other model answers exactly
     the same ones.
     """
     from sftkit.console import err_console, plain
-    from sftkit.generate import generate
+    from sftkit.eval.generation import ModelPool
+    from sftkit.generate import stops_for
     from sftkit.pipeline import end_of_turn
-    from sftkit.runs import load_for_inference
 
     err_console.print(plain(f"{role}: loading {name}", "dim"))
-    with warnings.catch_warnings():  # library deprecation notes are not the user's concern here
-        warnings.simplefilter("ignore", FutureWarning)
-        model, tokenizer, info = load_for_inference(name, trust_remote_code=trust_remote_code, device=device)
-    encoder = encoder.with_tokenizer(tokenizer)
-    if prompts is None:
-        prompts = [encoder.prompt(example) for example in examples]
-    ends = sorted({end_of_turn(encoder.segments(example)) for example in examples})
-    start = time.perf_counter()
-    generations = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                           end_texts=ends, description=f"{role}: generating")
-    seconds = time.perf_counter() - start
-    del model
-    _free_memory()
+    pool = pool if pool is not None else ModelPool(device, trust_remote_code)
+    with pool.use(name, generator.loads_model) as (model, tokenizer, info):
+        encoder = encoder.with_tokenizer(tokenizer)
+        if prompts is None:
+            prompts = [encoder.prompt(example) for example in examples]
+        ends = sorted({end_of_turn(encoder.segments(example)) for example in examples})
+        stops = stops_for(tokenizer, ends)
+        prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+        start = time.perf_counter()
+        generations = generator.bound(model, tokenizer, prompt_ids, stops, max_new_tokens)
+        seconds = time.perf_counter() - start
+        del model
+    if len(generations) != len(prompts):
+        raise UsageError(f"generator {generator.name!r} returned {len(generations)} outputs for {len(prompts)} prompts",
+                         hint="check it with sftkit.testing.check_generator")
     tokens = sum(g.tokens for g in generations)
     err_console.print(plain(f"{role}: {len(prompts)} outputs, {tokens} tokens in {seconds:.1f} s", "dim"))
     return ModelRun(role, str(name), info, [g.text.strip() for g in generations], generations, seconds), prompts
-
-
-def _free_memory() -> None:
-    """Collect the model just deleted and hand its cached GPU memory back."""
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 # -- the result ------------------------------------------------------------------------------------
@@ -309,7 +374,8 @@ def _run_summary(info: dict | None) -> dict | None:
     return {k: info.get(k) for k in keys if k in info}
 
 
-def _example_rows(examples: list, prompts: list[str], references: list[str], runs: dict[str, ModelRun]) -> list[dict]:
+def _example_rows(examples: list, prompts: list[str], references: list[str], runs: dict[str, ModelRun],
+                  reference: str | None = None) -> list[dict]:
     out = []
     for i, example in enumerate(examples):
         item: dict[str, Any] = {"row": example.row, "prompt": prompts[i], "reference": references[i],
@@ -320,8 +386,12 @@ def _example_rows(examples: list, prompts: list[str], references: list[str], run
                 output.update(label=run.labels[i].label, rule=run.labels[i].rule)
             item["outputs"][role] = output
             item["scores"][role] = {sub: scores[i] for sub, scores in run.scores.items()}
-        if "base" in runs and "tuned" in runs:
+        if reference is None and "base" in runs and "tuned" in runs:
             item["change"] = {sub: item["scores"]["tuned"][sub] - item["scores"]["base"][sub]
                               for sub in item["scores"]["tuned"] if sub in item["scores"]["base"]}
+        elif reference is not None:
+            base = item["scores"][reference]
+            item["changes"] = {role: {sub: scores[sub] - base[sub] for sub in scores if sub in base}
+                               for role, scores in item["scores"].items() if role != reference}
         out.append(item)
     return out

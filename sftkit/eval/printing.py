@@ -16,8 +16,12 @@ def print_summary(result: dict) -> None:
     from rich import box
     from rich.table import Table
 
-    from sftkit.console import console, err_console, excerpt, plain
+    from sftkit.console import console, plain
 
+    if result.get("reference"):
+        console.print(several_table(result))
+        _print_notes(result)
+        return
     roles = [role for role in ROLES if role in result["models"]]
     conf = int(round(result["bootstrap"]["confidence"] * 100))
     names = ", ".join(f"{role} = {result['models'][role]['name']}" for role in roles)
@@ -42,6 +46,13 @@ def print_summary(result: dict) -> None:
                       plain(f"{diff['p_value']:.3f}")]
         table.add_row(*cells)
     console.print(table)
+    _print_notes(result)
+
+
+def _print_notes(result: dict) -> None:
+    """Metric settings, unmappable outputs, warnings and the headline, below the table."""
+    from sftkit.console import console, err_console, excerpt, plain
+
     for name, info in result["metric_info"].items():
         detail = "; ".join(f"{k}: {v}" for k, v in info.items() if k not in ("options", "definition"))
         if detail:
@@ -59,9 +70,60 @@ def print_summary(result: dict) -> None:
         console.print(plain(line, "bold"))
 
 
+def several_table(result: dict) -> object:
+    """The N-way table: one column per model, then each model minus the reference with its Holm p."""
+    from rich import box
+    from rich.table import Table
+
+    from sftkit.console import plain
+
+    roles, reference = list(result["models"]), result["reference"]
+    others = [role for role in roles if role != reference]
+    conf = int(round(result["bootstrap"]["confidence"] * 100))
+    names = ", ".join(f"{role} = {result['models'][role]['name']}" for role in roles)
+    table = Table(title=plain(f"sftkit eval: {result['data']} ({result['rows']} rows, {result['task']})"),
+                  caption=plain(f"{names}; value [{conf}% bootstrap CI]; difference vs {reference} (paired, the same "
+                                f"resamples), p and Holm-adjusted p over {len(others)} comparison(s)"),
+                  title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, show_lines=True)
+    table.add_column("metric")
+    for role in roles:
+        table.add_column(role + (" (ref)" if role == reference else ""), justify="right")
+    for role in others:
+        table.add_column(f"{role} - {reference}", justify="right")
+    for sub, entry in result["metrics"].items():
+        cells = [plain(sub)]
+        for role in roles:
+            e = entry.get(role)
+            cells.append(plain(f"{e['value']:.3f}\n[{e['low']:.3f}, {e['high']:.3f}]" if e else ""))
+        for role in others:
+            diff = (entry.get("comparisons") or {}).get(role)
+            if not diff:
+                cells.append(plain(""))
+                continue
+            style = ("green" if diff["low"] > 0 else "red") if diff["significant_holm"] else ""
+            cells.append(plain(f"{diff['value']:+.3f}\n[{diff['low']:+.3f}, {diff['high']:+.3f}]\n"
+                               f"p={diff['p_value']:.3f} holm={diff['p_holm']:.3f}", style))
+        table.add_row(*cells)
+    return table
+
+
 def headline(result: dict) -> list[str]:
-    """One line per headline metric: base -> tuned with intervals and the difference."""
+    """One line per headline metric: base -> tuned with intervals and the difference (N-way: each
+    model against the reference)."""
     lines = []
+    if result.get("reference"):
+        reference = result["reference"]
+        for sub in result.get("headline") or [result.get("primary")]:
+            entry = result["metrics"].get(sub or "")
+            if not entry:
+                continue
+            parts = [f"{reference} {_fmt(entry[reference])}"]
+            for role, diff in (entry.get("comparisons") or {}).items():
+                verdict = "Holm: outside the noise" if diff["significant_holm"] else "Holm: within the noise"
+                parts.append(f"{role} {_fmt(entry[role])}, {diff['value']:+.3f} p={diff['p_value']:.3f} "
+                             f"holm={diff['p_holm']:.3f} ({verdict})")
+            lines.append(f"{sub}: " + "; ".join(parts))
+        return lines
     for sub in result.get("headline") or [result.get("primary")]:
         entry = result["metrics"].get(sub or "")
         if not entry:

@@ -97,8 +97,12 @@ def headline_subs(metrics: list[Metric], table: dict) -> list[str]:
 
 
 def score(metrics: list[Metric], runs: dict[str, ModelRun], references: list[str], classification: bool,
-          *, resamples: int, seed: int, confidence: float) -> tuple[dict, list[dict]]:
-    """Per-example scores, aggregates, intervals and paired differences; and metric warnings."""
+          *, resamples: int, seed: int, confidence: float, reference: str | None = None) -> tuple[dict, list[dict]]:
+    """Per-example scores, aggregates, intervals and paired differences; and metric warnings.
+
+    Two models ``base`` and ``tuned``: ``difference`` (tuned - base). With ``reference`` (N-way):
+    ``comparisons``, each other model minus the reference, all on the same resamples, their
+    p-values Holm-adjusted (``p_holm``) across the comparisons of each sub-metric."""
     from sftkit import stats
 
     indices = stats.resample_indices(len(references), resamples, seed)
@@ -116,12 +120,28 @@ def score(metrics: list[Metric], runs: dict[str, ModelRun], references: list[str
             entry: dict[str, Any] = {"metric": metric.name, "aggregate": "corpus" if metric.has("aggregate") else "mean"}
             for role in runs:
                 entry[role] = stats.interval(values[sub][role], replicates[sub][role], confidence).to_dict()
-            if "base" in runs and "tuned" in runs:
+            if reference is not None:
+                entry["comparisons"] = _comparisons(values[sub], replicates[sub], reference, confidence)
+            elif "base" in runs and "tuned" in runs:
                 entry["difference"] = stats.paired_difference(
                     values[sub]["base"], values[sub]["tuned"], replicates[sub]["base"], replicates[sub]["tuned"],
                     confidence).to_dict()
             table[sub] = entry
     return table, notes
+
+
+def _comparisons(values: dict[str, float], replicates: dict[str, Any], reference: str,
+                 confidence: float) -> dict[str, dict]:
+    """Each model minus the reference (paired, the same resamples), with Holm-adjusted p-values."""
+    from sftkit import stats
+
+    others = [role for role in values if role != reference]
+    diffs = [stats.paired_difference(values[reference], values[role], replicates[reference], replicates[role],
+                                     confidence) for role in others]
+    adjusted = stats.holm([d.p_value for d in diffs])
+    alpha = 1.0 - confidence
+    return {role: {**d.to_dict(), "p_holm": p, "significant_holm": bool(p < alpha)}
+            for role, d, p in zip(others, diffs, adjusted)}
 
 
 def _score_one(metric: Metric, run: ModelRun, predictions: list[str], references: list[str], indices: Any,

@@ -12,14 +12,14 @@ an import:
 - ``tokenizer``: the offline test model's tokenizer (``tiny-random``, SmolLM2's), once per session.
 
 The checks ``check_template``, ``check_masking_strategy``, ``check_loader``,
-``check_validator``, ``check_metric`` and ``check_reporter`` call a component the way sftkit
+``check_validator``, ``check_metric``, ``check_reporter`` and ``check_generator`` call a component the way sftkit
 does, on small sample inputs (or yours), and raise ``ConformanceError`` (an AssertionError)
 listing every contract it breaks. They return what the component produced, so a test can
 assert more. sftkit's own built-ins pass the same checks in sftkit's test suite.
 
 The package, by concern: ``fixtures`` (the pytest fixtures), ``samples`` (sample inputs),
 ``common`` (what every check shares), and one module per kind's check (``templates``,
-``masking``, ``loaders``, ``validators``, ``metrics``, ``reporters``). Import from
+``masking``, ``loaders``, ``validators``, ``metrics``, ``reporters``, ``generators``). Import from
 ``sftkit.testing`` itself; the module layout may change.
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 from sftkit.testing.common import CHECKS, ConformanceError, as_component
 from sftkit.testing.fixtures import (CliResult, fresh_registry, register_plugin, run_cli, sftkit_cli,
                                      sftkit_registry, tokenizer)
+from sftkit.testing.generators import GeneratorUnavailable, check_generator, varied_tiny_model
 from sftkit.testing.loaders import check_loader
 from sftkit.testing.masking import check_masking_strategy
 from sftkit.testing.metrics import check_metric
@@ -40,6 +41,7 @@ __all__ = [
     "ConformanceError",
     "XSS",
     "as_component",
+    "check_generator",
     "check_loader",
     "check_masking_strategy",
     "check_metric",
@@ -48,6 +50,7 @@ __all__ = [
     "check_validator",
     "CliResult",
     "fresh_registry",
+    "GeneratorUnavailable",
     "register_plugin",
     "run_cli",
     "sample_examples",
@@ -56,4 +59,5 @@ __all__ = [
     "sftkit_registry",
     "tokenizer",
     "validation_context",
+    "varied_tiny_model",
 ]

@@ -19,6 +19,7 @@ CHECKS = {
     "validators": "check_validator",
     "metrics": "check_metric",
     "reporters": "check_reporter",
+    "generators": "check_generator",
 }
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 CODE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")

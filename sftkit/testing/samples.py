@@ -39,13 +39,16 @@ def sample_results() -> list[Result]:
 
     Each follows its JSON Schema (``sftkit.schemas``, ``schema_version`` included) and holds
     every field the real commands write (sftkit's tests check both against real runs), and
-    data strings a report must escape (``XSS``). The eval result compares two models
+    data strings a report must escape (``XSS``). The first eval result compares two models
     (``tuned`` and ``base``) on classification data, so it has the optional parts too:
-    ``classification``, per-output ``label``/``rule``, ``difference`` and ``change``.
+    ``classification``, per-output ``label``/``rule``, ``difference`` and ``change``; the
+    second is an N-way run (``base``, ``model_1``, ``model_2``: ``reference``,
+    ``comparisons``, ``changes``).
     """
     return [Result("validate", f"sftkit validate: {XSS}.jsonl", _validate_data()),
             Result("train", "sftkit train: tiny-random (lora)", _train_data()),
             Result("eval", f"sftkit eval: runs/{XSS} on test.jsonl", _eval_data()),
+            Result("eval", f"sftkit eval: runs/a, runs/{XSS} on test.jsonl", _eval_several_data()),
             Result("a_kind_this_reporter_does_not_know", "unknown kind", {"text": XSS})]
 
 
@@ -141,7 +144,9 @@ def _eval_data() -> dict:
                       "seconds": 0.2, "tokens": 6},
             "base": {"name": "tiny-random", "run": None, "seconds": 0.2, "tokens": 16},
         },
-        "generation": {"max_new_tokens": 16, "batch_size": 16, "decoding": "greedy", "padding": "left"},
+        "generation": {"max_new_tokens": 16, "batch_size": 16, "decoding": "greedy", "padding": "left",
+                       "max_batch_tokens": 4096, "generator": "hf", "generator_version": "transformers 4.56.1",
+                       "generator_options": {"batch_size": 16, "max_batch_tokens": 4096, "share_prefix": True}},
         "bootstrap": {"resamples": 1000, "seed": 0, "confidence": 0.95, "interval": "percentile",
                       "p_value": "paired, shifted to the null (Berg-Kirkpatrick et al. 2012), two-sided"},
         "metric_info": {"accuracy": {"options": {}, "definition": "share of outputs mapped to the reference label"},
@@ -173,3 +178,38 @@ def _eval_data() -> dict:
              "scores": scores, "change": {"accuracy": 1.0, "exact_match": 1.0}},
         ],
     }
+
+
+def _eval_several_data() -> dict:
+    """The eval sample as an N-way run: base (the reference), model_1 and model_2."""
+    import copy
+
+    data = copy.deepcopy(_eval_data())
+    keys = {"base": "base", "tuned": "model_1"}
+
+    def rekey(mapping: dict) -> dict:
+        out = {keys[k]: v for k, v in mapping.items()}
+        out["model_2"] = copy.deepcopy(mapping["tuned"])
+        return {k: out[k] for k in ("base", "model_1", "model_2")}
+
+    data["models"] = rekey(data["models"])
+    data["models"]["model_2"]["name"] = "runs/b"
+    data["reference"] = "base"
+    data["bootstrap"]["correction"] = ("Holm-Bonferroni over the 2 comparison(s) with the reference base, per "
+                                       "sub-metric (p_holm); every comparison uses the same 1000 resamples")
+    for entry in data["metrics"].values():
+        difference = entry.pop("difference")
+        for key in ("base", "tuned"):
+            entry[keys[key]] = entry.pop(key)
+        entry["model_2"] = dict(entry["model_1"])
+        entry["comparisons"] = {key: {**difference, "p_holm": 0.002, "significant_holm": True}
+                                for key in ("model_1", "model_2")}
+    classification = data["classification"]
+    classification["models"] = rekey(classification["models"])
+    classification["invalid"] = rekey(classification["invalid"])
+    for example in data["examples"]:
+        change = example.pop("change")
+        example["outputs"] = rekey(example["outputs"])
+        example["scores"] = rekey(example["scores"])
+        example["changes"] = {"model_1": dict(change), "model_2": dict(change)}
+    return data

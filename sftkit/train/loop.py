@@ -21,7 +21,7 @@ from typing import Any, Callable
 from sftkit.errors import SftkitError, UsageError, WriteError
 from sftkit.recipe import MAX_STEPS, Recipe
 from sftkit.runs import RUN_FILE
-from sftkit.train.data import Schedule, collate, split_by_tokens
+from sftkit.train.data import Schedule, collate, collate_seq2seq, split_by_tokens
 from sftkit.train.run_files import METRICS_FILE, RunState
 from sftkit.train.sources import TrainData
 from sftkit.train.trackers import Trackers, start_trackers
@@ -46,6 +46,7 @@ class Run:
     say: Callable[[str], None]
     parameters: tuple[int, int] = (0, 0)  # trainable, total (counted before any sharding)
     own_attention: str = "sdpa"  # the model's attention implementation before packing switched it
+    decoder_start: int | None = None  # an encoder-decoder model: its decoder start token (None: decoder-only)
     state: RunState = field(default_factory=RunState)
     start: int = 0
     step: int = 0
@@ -67,6 +68,12 @@ class Run:
     def pad_id(self) -> int:
         tokenizer = self.data.tokenizer
         return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def collate(self, samples: list) -> dict:
+        """One micro-batch's tensors: packed or padded, or padded per side for an encoder-decoder."""
+        if self.decoder_start is not None:
+            return collate_seq2seq(samples, pad_id=self.pad_id, start_id=self.decoder_start)
+        return collate(samples, packed=self.packing, pad_id=self.pad_id)
 
 
 def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
@@ -168,7 +175,11 @@ def _setup(recipe: Recipe, accelerator: Any, out: Path, say: Callable[[str], Non
     model = build_model(recipe, data.tokenizer, data.added_tokens, device=accelerator.device,
                         device_map=model_device_map(accelerator))
     own_attention = getattr(base_of(model).config, "_attn_implementation", None) or "sdpa"
-    kernel = _packed_kernel(recipe, model, accelerator.device, say)
+    decoder_start = _decoder_start(base_of(model).config, data.tokenizer)
+    if decoder_start is not None and recipe.packing:
+        say("note: an encoder-decoder model trains on batches padded per side (encoder input, decoder target), "
+            "never packed")
+    kernel = _packed_kernel(recipe, model, accelerator.device, say) if decoder_start is None else None
     schedule = Schedule(data.sources, batch_size=recipe.batch_size, grad_accum=recipe.grad_accum,
                         world=accelerator.num_processes, seed=recipe.seed)
     total_steps = recipe.max_steps or schedule.steps_for(recipe.epochs)
@@ -184,7 +195,18 @@ def _setup(recipe: Recipe, accelerator: Any, out: Path, say: Callable[[str], Non
     accelerator.register_save_state_pre_hook(only_trainable_hook)
     module.train()
     return Run(recipe, accelerator, out, data, model, module, optimizer, scheduler, schedule, params, total_steps,
-               kernel, say, parameters, own_attention)
+               kernel, say, parameters, own_attention, decoder_start)
+
+
+def _decoder_start(config: Any, tokenizer: Any) -> int | None:
+    """The token an encoder-decoder model's decoder starts from (its config's, else the pad
+    token); None for a decoder-only model."""
+    if not getattr(config, "is_encoder_decoder", False):
+        return None
+    start = getattr(config, "decoder_start_token_id", None)
+    if start is None:
+        start = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return int(start)
 
 
 def _packed_kernel(recipe: Recipe, model: Any, device: Any, say: Callable[[str], None]) -> str | None:
@@ -260,9 +282,13 @@ def _announce(run: Run) -> None:
                 f"model's chat template; prompt the tuned model with sftkit (eval uses the training template)")
     run.say(f"training {recipe.model} ({recipe.method}, {n_trainable:,} of {n_total:,} parameters trainable) "
             f"for {run.total_steps} steps; {sum(len(s.samples) for s in run.data.sources)} examples, "
-            f"{f'padding-free packing ({run.kernel} attention)' if run.packing else 'padded batches'}"
+            f"{f'padding-free packing ({run.kernel} attention)' if run.packing else _padding(run)}"
             f"{', gradient checkpointing' if recipe.gradient_checkpointing else ''}"
             f"{f', {recipe.quantize} base' if recipe.quantize else ''}; run folder {run.out}")
+
+
+def _padding(run: Run) -> str:
+    return "batches padded per side (encoder-decoder)" if run.decoder_start is not None else "padded batches"
 
 
 def _train_steps(run: Run, progress: bool) -> None:
@@ -309,7 +335,7 @@ def train_step(run: Run, step: int) -> dict:
 
     recipe, accelerator, state = run.recipe, run.accelerator, run.state
     began = time.perf_counter()
-    micro = [collate(group, packed=run.packing, pad_id=run.pad_id)
+    micro = [run.collate(group)
              for m in run.schedule.micro_batches(step - 1, accelerator.process_index)
              for group in split_by_tokens(m, recipe.max_tokens_per_forward)]
     step_weight = world_sum(accelerator, float(sum(b["weight"].sum() for b in micro)))
@@ -389,7 +415,7 @@ def evaluate_loss(run: Run) -> float:
     run.module.eval()
     with torch.no_grad(), accelerator.autocast():
         for start in range(0, len(mine), recipe.batch_size):
-            batch = collate(mine[start:start + recipe.batch_size], packed=run.packing, pad_id=run.pad_id)
+            batch = run.collate(mine[start:start + recipe.batch_size])
             loss_sum, weight_sum = run.module(**batch_inputs(batch, accelerator.device, run.kernel))
             total += torch.stack([loss_sum.double(), weight_sum.double()])
     run.module.train()

@@ -167,6 +167,27 @@ def _table(columns, rows) -> list[str]:
     return out
 
 
+# -- generator ---------------------------------------------------------------------------------
+
+def one_by_one(model, tokenizer, prompt_ids, stops, max_new_tokens):
+    """Greedy model.generate one prompt at a time (slow and simple: no padding, no batches)."""
+    import torch
+
+    from sftkit.generate import finish
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    extra = {"stop_strings": list(stops.strings), "tokenizer": tokenizer} if stops.strings else {}
+    out = []
+    for ids in prompt_ids:
+        input_ids = torch.tensor([list(ids)], device=model.device)
+        with torch.inference_mode():
+            output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                    max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
+                                    eos_token_id=list(stops.token_ids) or None, **extra)
+        out.append(finish(tokenizer, output[0, len(ids):].tolist(), stops, max_new_tokens))
+    return out
+
+
 # -- the hooks: sftkit calls each with a ``register`` function ---------------------------------
 
 @hookimpl
@@ -197,3 +218,8 @@ def register_metrics(register):
 @hookimpl
 def register_reporters(register):
     register(markdown)
+
+
+@hookimpl
+def register_generators(register):
+    register(one_by_one)

@@ -11,6 +11,7 @@ import sftkit_example_plugin as plugin
 from sftkit import Example, Message, Result
 from sftkit.errors import DataError
 from sftkit.testing import (
+    check_generator,
     check_loader,
     check_masking_strategy,
     check_metric,
@@ -26,7 +27,7 @@ HERE = Path(__file__).parent
 def test_registers_one_component_of_each_kind(register_plugin, sftkit_registry):
     status = register_plugin(plugin, name="example")
     assert sorted(status.components) == [
-        "loaders:txt_pairs", "masking_strategies:turn_decay", "metrics:length_ratio",
+        "generators:one_by_one", "loaders:txt_pairs", "masking_strategies:turn_decay", "metrics:length_ratio",
         "reporters:markdown", "templates:llama2_inst", "validators:profanity",
     ]
     assert sftkit_registry.get("templates", "llama2_inst").plugin == "example"
@@ -67,6 +68,11 @@ def test_validator_conforms_and_flags_listed_words():
 def test_metric_conforms():
     scores = check_metric(plugin.length_ratio, predictions=["a b", "a b c d"], references=["a b", "a b"])
     assert scores == {"length_ratio": [1.0, 2.0]}
+
+
+def test_generator_conforms():
+    outputs = check_generator(plugin.one_by_one)
+    assert len(outputs) == 4
 
 
 def test_reporter_conforms_and_escapes(tmp_path):
