@@ -70,7 +70,8 @@ class Recipe:
         "held-out file for the eval loss (read with the recipe's spec, else the first source's)", min_length=1)
     model: str = key(
         'smollm2-135m',
-        'base model: an offline name (`smollm2-135m`, `tiny-random`), a folder or a hub id', min_length=1)
+        'base model: an offline name (`smollm2-135m`, `tiny-random`, `tiny-random-t5`, ...), a folder or a hub id '
+        '(causal LM or encoder-decoder)', min_length=1)
     template: str | None = key(None, "prompt template (default: the spec's)", min_length=1)
     template_options: dict[str, Any] = key(doc='template options, as `--template-option`', factory=dict)
     masking: str | None = key(

@@ -88,8 +88,8 @@ import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DIALOGSUM = ROOT / "demo" / "flan_t5_dialogsum"
-DEMO_RECIPE = DIALOGSUM / "recipe.yaml"
+DIALOGSUM = ROOT / "demo" / "dialogsum"  # the summarization demo's DialogSum subset
+DEMO_RECIPE = ROOT / "demo" / "flan_t5_dialogsum" / "recipe.yaml"
 SENTIMENT = ROOT / "tests" / "data" / "train" / "sentiment.jsonl"
 SENTIMENT_EVAL = ROOT / "tests" / "data" / "train" / "sentiment_eval.jsonl"
 SENTIMENT_SPEC = ROOT / "demo" / "financial_sentiment" / "spec.yaml"
@@ -279,8 +279,12 @@ def _one_at_a_time(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
     return tokenizer.decode(new, skip_special_tokens=True).strip()
 
 
-@pytest.mark.parametrize("name,method", [(TINY_T5, "lora"), (TINY_T5, "full"), (TINY_OPT, "lora"), (TINY_OPT, "full"),
-                                         (TINY_GPT2, "lora"), (TINY_GPT2, "full")])
+SLOW = pytest.mark.slow  # the T5 runs encode 300 dialogues and score ROUGE: about 10-30 s each on 2 busy cores
+
+
+@pytest.mark.parametrize("name,method", [pytest.param(TINY_T5, "lora", marks=SLOW), pytest.param(TINY_T5, "full", marks=SLOW),
+                                         (TINY_OPT, "lora"), (TINY_OPT, "full"), (TINY_GPT2, "lora"),
+                                         (TINY_GPT2, "full"), (TINY_NEOX, "lora"), (TINY_NEOX, "full")])
 def test_train_resume_and_evaluate(name, method, run_cli, tmp_path):
     import shutil
 
@@ -317,7 +321,9 @@ def test_train_resume_and_evaluate(name, method, run_cli, tmp_path):
     result = run_cli("eval", "--model", resumed, "--data", data[0], "--spec", data[1], "--no-compare", "--limit", "5",
                      "--max-new-tokens", "6", "--batch-size", "4", "--report-dir", report, "--resamples", "100")
     assert result.exit_code == 0, result.stderr
-    examples = json.loads((report / "eval.json").read_text("utf-8"))["examples"]
+    evaluation = json.loads((report / "eval.json").read_text("utf-8"))
+    examples = evaluation["examples"]
+    assert evaluation["generation"]["padding"] == ("right" if name == TINY_T5 else "left")
     model, tokenizer, info = load_for_inference(resumed)
     assert info["method"] == method and bool(model.config.is_encoder_decoder) is (name == TINY_T5)
     for item in examples:
@@ -325,3 +331,15 @@ def test_train_resume_and_evaluate(name, method, run_cli, tmp_path):
     assert any(item["outputs"]["tuned"]["text"] for item in examples)  # not all empty: the comparison says something
     if name == TINY_T5:
         assert examples[0]["prompt"].startswith(INSTRUCTION) and examples[0]["prompt"].endswith("Summary:")
+
+    # exported: a plain transformers folder that the matching Auto class loads, generating the same
+    import transformers
+
+    exported = tmp_path / "exported"
+    assert run_cli("export", resumed, exported).exit_code == 0
+    auto = transformers.AutoModelForSeq2SeqLM if name == TINY_T5 else transformers.AutoModelForCausalLM
+    plain = auto.from_pretrained(str(exported)).eval()
+    card = (exported / "README.md").read_text("utf-8")
+    assert f"{auto.__name__}.from_pretrained(folder)" in card
+    first = examples[0]
+    assert _one_at_a_time(plain, tokenizer, first["prompt"], 6) == first["outputs"]["tuned"]["text"]

@@ -116,7 +116,8 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
         "models": {role: {"name": run.name, "run": _run_summary(run.run_info), "seconds": round(run.seconds, 3),
                           "tokens": sum(g.tokens for g in run.generations)} for role, run in runs.items()},
         "generation": {"max_new_tokens": max_new, "batch_size": settings.batch_size, "decoding": "greedy",
-                       "padding": "left", "max_batch_tokens": settings.max_batch_tokens,
+                       "padding": _padding(names[0], run_info, render.trust_remote_code),
+                       "max_batch_tokens": settings.max_batch_tokens,
                        "generator": generator.name, "generator_version": generator.version,
                        "generator_options": generator.options},
         "bootstrap": {"resamples": settings.resamples, "seed": settings.seed, "confidence": settings.confidence,
@@ -365,6 +366,19 @@ def invalid_warnings(runs: Mapping[str, ModelRun], max_share: float) -> list[dic
                                    f"more than --max-invalid-share {max_share:g} (they count as wrong; see the "
                                    f"unmapped outputs in the report)"})
     return out
+
+
+def _padding(model: str, run_info: dict | None, trust_remote_code: bool) -> str:
+    """How prompts were padded: ``left`` (a decoder-only model's prompt), or ``right`` for an
+    encoder-decoder (its prompt is the encoder input; ``sftkit.generate_seq2seq``)."""
+    from sftkit.errors import SftkitError
+    from sftkit.models import is_encoder_decoder
+
+    name = str(run_info["base_model"]) if run_info else model
+    try:
+        return "right" if is_encoder_decoder(name, trust_remote_code=trust_remote_code) else "left"
+    except SftkitError:
+        return "left"
 
 
 def _run_summary(info: dict | None) -> dict | None:
