@@ -37,6 +37,11 @@ SETTINGS = {
     "60 steps lr 2e-4": TRAIN + ["--max-steps", "60", "--lr", "2e-4"],
     "60 steps sqrt-balanced": SQRT_BALANCED + ["--max-steps", "60", "--lr", "5e-4"],
     "90 steps": TRAIN + ["--max-steps", "90", "--lr", "5e-4"],
+    # the second round, from the best of the first (lr 1e-3):
+    "60 steps lr 2e-3": TRAIN + ["--max-steps", "60", "--lr", "2e-3"],
+    "60 steps lr 1e-3 r32 a64": TRAIN + ["--max-steps", "60", "--lr", "1e-3", "--lora-r", "32", "--lora-alpha", "64"],
+    "60 steps lr 1e-3 attention only": TRAIN + ["--max-steps", "60", "--lr", "1e-3", *ATTENTION],
+    "60 steps lr 1e-3 balanced": BALANCED + ["--max-steps", "60", "--lr", "1e-3"],
 }
 
 

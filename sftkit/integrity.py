@@ -64,11 +64,16 @@ def safetensors_problem(file: str | Path) -> str | None:
         size = file.stat().st_size
         with open(file, "rb") as handle:
             head = handle.read(8)
+            if size == 0:
+                return f"{file} is empty (0 bytes)"
             if len(head) < 8:
                 return f"{file} is truncated ({size} bytes, too short for a safetensors header)"
             length = int.from_bytes(head, "little")
-            if length > MAX_SAFETENSORS_HEADER:
-                return f"{file} is not a safetensors file (its first bytes give a header of {length:,} bytes)"
+            if head.startswith(b"PK\x03\x04"):
+                return f"{file} is not a safetensors file (it is a ZIP archive, as torch.save writes)"
+            if length > MAX_SAFETENSORS_HEADER or handle.read(1) not in (b"{", b""):
+                return f"{file} is not a safetensors file (it does not start with a header length and JSON)"
+            handle.seek(8)
             if 8 + length > size:
                 return f"{file} is truncated ({size:,} bytes, its header alone needs {8 + length:,})"
             header = json.loads(handle.read(length))

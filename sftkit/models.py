@@ -118,10 +118,21 @@ def _convert_gguf(source: Path, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# A folder given as a model holds one of these (else it is refused with one message before any load).
+MODEL_FOLDER_MARKERS = ("config.json", "tokenizer_config.json", "tokenizer.json")
+
+
 def resolve_model_path(name: str) -> str:
     """The folder or hub id that ``from_pretrained`` should read for ``name``."""
     if name == SMOLLM2 or name in TINY_MODELS:
         return str(smollm2_folder())
+    folder = Path(name)
+    if folder.is_dir():
+        from sftkit.runs import is_run_dir, is_sftkit_folder, not_a_model_folder
+
+        unfinished = is_sftkit_folder(folder) and not is_run_dir(folder)
+        if unfinished or not any((folder / name).is_file() for name in MODEL_FOLDER_MARKERS):
+            raise not_a_model_folder(folder)
     return name
 
 

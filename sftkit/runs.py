@@ -50,6 +50,8 @@ def read_run(path: str | Path) -> dict:
     path = Path(path)
     file = path / RUN_FILE
     if not file.is_file():
+        if path.is_dir() and is_sftkit_folder(path):
+            raise not_a_model_folder(path)
         raise UsageError(f"{path} is not an sftkit run folder (no {RUN_FILE})",
                          hint="pass the --output-dir of a finished `sftkit train`, or a model name")
     try:
@@ -71,6 +73,21 @@ def read_run(path: str | Path) -> dict:
         key, message = problem
         raise DataError(message, path=str(file), field=key)
     return info
+
+
+def not_a_model_folder(path: str | Path) -> UsageError:
+    """The message for a folder given as a model that is neither a model nor a finished run: an
+    sftkit run that did not finish (how to finish it), or some other folder."""
+    path = Path(path)
+    if is_sftkit_folder(path):
+        found = any((path / "checkpoints").glob("checkpoint-*"))
+        return UsageError(f"{path} is an sftkit run that did not finish (it has no {RUN_FILE}, which training writes "
+                          f"last)", hint=f"finish it from its newest checkpoint: sftkit train --output-dir {path} "
+                                         f"--resume latest-valid" if found else
+                          f"it kept no checkpoint: train it again (sftkit train ... --output-dir {path} --overwrite)")
+    return UsageError(f"{path} is a folder but not a model: it has no config.json (a model saved with save_pretrained) "
+                      f"and no {RUN_FILE} (a run folder of `sftkit train`)",
+                      hint="pass a run folder, a model folder, or a model name (smollm2-135m, tiny-random)")
 
 
 def _text_or_none(value: Any) -> bool:
@@ -122,7 +139,7 @@ def description_problem(info: dict) -> tuple[str, str] | None:
         try:  # keys of another sftkit version are left alone; the known ones are checked by value
             check_settings({k: v for k, v in recipe.items() if k in KEYS}, "the saved recipe")
         except SftkitError as exc:
-            return "recipe", f"the saved recipe is not well-formed: {exc.message}"
+            return "recipe", exc.message  # "the saved recipe: lr must be more than 0, got -0.5"
     return None
 
 

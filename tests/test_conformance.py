@@ -124,9 +124,12 @@ def test_builtin_validator(name, tokenizer):
     assert all(isinstance(issue, Issue) for issue in issues)
 
 
+METRIC_OPTIONS = {"evaluate": {"path": str(Path(__file__).parent / "data" / "evaluate_metric" / "char_overlap")}}
+
+
 @pytest.mark.parametrize("name", builtin("metrics"))
 def test_builtin_metric(name):
-    scores = check_metric(BUILTINS.get("metrics", name))
+    scores = check_metric(BUILTINS.get("metrics", name), options=METRIC_OPTIONS.get(name))
     assert all(len(values) == 4 for values in scores.values())
 
 

@@ -1,4 +1,5 @@
-"""Built-in metrics: rouge, bleu, exact_match, accuracy, f1.
+"""Built-in metrics: rouge, bleu, exact_match, accuracy, f1, and evaluate (a local Hugging Face
+``evaluate`` module as a metric).
 
 Each metric returns one score per example per sub-metric; ``aggregate`` (corpus-level
 metrics), ``resampled`` (fast bootstrap replicates) and ``describe`` (settings for the report)
@@ -7,6 +8,7 @@ are optional attributes.
 from sftkit import hookimpl
 from sftkit.plugins.metrics.bleu_metric import bleu
 from sftkit.plugins.metrics.classification import accuracy, f1
+from sftkit.plugins.metrics.evaluate_metric import evaluate_module
 from sftkit.plugins.metrics.exact import exact_match
 from sftkit.plugins.metrics.rouge_metric import rouge
 
@@ -19,3 +21,4 @@ def register_metrics(register):
     register(exact_match)
     register(accuracy)
     register(f1)
+    register(evaluate_module, name="evaluate")

@@ -119,6 +119,40 @@ def _several_metrics_section(data: dict, roles: list[str], reference: str, heade
                                                                  raw_html_columns=[len(headers) - 1]), "metrics")
 
 
+def _breakdown_section(data: dict, roles: list[str]) -> str:
+    """Every metric per group (--by), with intervals; small groups flagged."""
+    info = data.get("breakdown")
+    if not isinstance(info, dict) or not info.get("groups"):
+        return ""
+    reference = data.get("reference")
+    others = [role for role in roles if role != reference] if reference else []
+    headers = ["group", "rows", "metric"] + [f"{role}" for role in roles]
+    two = not reference and len(roles) == 2
+    if two:
+        headers += ["difference (tuned - base)", "p-value"]
+    headers += [f"{role} - {reference} (p; Holm p)" for role in others]
+    rows = []
+    for group in info["groups"]:
+        small = group.get("rows", 0) < info.get("min_rows", 0)
+        for sub, entry in (group.get("metrics") or {}).items():
+            cells: list[Any] = [group.get("value", ""), f"{group.get('rows', '')}" + (" (few)" if small else ""), sub]
+            cells += [_fmt(_entry(entry.get(role))) for role in roles]
+            if two:
+                diff = entry.get("difference") or {}
+                cells += [_fmt(diff, signed=True) if diff else "",
+                          f"{float(diff['p_value']):.3f}" if "p_value" in diff else ""]
+            for role in others:
+                diff = (entry.get("comparisons") or {}).get(role) or {}
+                cells.append(f"{_fmt(diff, signed=True)} (p={float(diff.get('p_value', float('nan'))):.3f}; Holm "
+                             f"p={float(diff.get('p_holm', float('nan'))):.3f})" if diff else "")
+            rows.append(cells)
+    note = (f'<p class="muted">by {esc(info.get("by", ""))} ({esc(info.get("source", ""))}); each group scored '
+            f'like the whole set, its intervals from its own resamples; groups under {esc(info.get("min_rows", ""))} '
+            f'rows are marked (few): their intervals are wide.</p>')
+    return section(f"Breakdown by {info.get('by', '')}", note + table(headers, rows, table_id="breakdown-table",
+                                                                       filterable=True), "breakdown")
+
+
 def _settings_section(data: dict) -> str:
     info = data.get("metric_info") or {}
     if not info:
@@ -338,7 +372,7 @@ def render(result: Any) -> str:
         roles = [role for role in ROLES if role in found]
     # first screen: the summary, the warnings, the confusion matrices (classification), the metrics
     body = (_summary(data, roles) + _warnings_section(data) + _confusion_section(data, roles)
-            + _metrics_section(data, roles) + _skipped_section(data) + _classification_section(data, roles)
+            + _metrics_section(data, roles) + _breakdown_section(data, roles) + _skipped_section(data) + _classification_section(data, roles)
             + _settings_section(data) + _examples_section(data, roles))
     subtitle = f"{data.get('data', '')} · {data.get('rows', '')} rows"
     if data.get("skipped_lines"):

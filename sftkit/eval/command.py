@@ -17,12 +17,15 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
 
 
 @click.command("eval")
-@click.option("--model", "models", required=True, multiple=True, metavar="RUN_DIR|MODEL",
+@click.option("--model", "models", multiple=True, metavar="RUN_DIR|MODEL",
               help="A run folder of `sftkit train`, or a model: smollm2-135m, tiny-random, a folder, a hub id. "
                    "Repeat it to compare several models on the same prompts (keyed model_1, model_2, ... in the "
                    "reports), each against the reference: --compare, else the first --model.")
-@click.option("--data", required=True, metavar="PATH", type=click.Path(dir_okay=True),
+@click.option("--data", metavar="PATH", type=click.Path(dir_okay=True),
               help="The evaluation data (held-out rows).")
+@click.option("--diff", nargs=2, metavar="A.json B.json", type=click.Path(dir_okay=False), default=None,
+              help="Instead of evaluating: two eval.json files side by side, and B - A with a paired bootstrap "
+                   "interval and p-value where both hold the same prompts (their prompt-set hashes match).")
 @data_options
 @click.option("--template", metavar="NAME", help="Prompt template (default: the run's, else the spec's).")
 @click.option("--template-option", "template_options", multiple=True, metavar="KEY=VALUE", help="Template option.")
@@ -51,6 +54,10 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
 @click.option("--generator-option", "generator_options", multiple=True, metavar="KEY=VALUE",
               help="A generator option, e.g. share_prefix=false for hf, page_size=128 for continuous (repeatable; "
                    "unknown options exit 2 before any model loads).")
+@click.option("--by", metavar="COLUMN", default=None,
+              help="Break every metric down by group, with intervals: task (the spec's task field), label, or any "
+                   "column of the data; none to switch it off. Default: task when it holds more than one value, "
+                   "else the label for classification.")
 @click.option("--limit", metavar="N", type=click.IntRange(min=1), default=None, help="Evaluate only the first N rows.")
 @click.option("--resamples", metavar="N", type=click.IntRange(min=100, max=100_000), default=1000, show_default=True,
               help="Bootstrap resamples (100 to 100,000).")
@@ -63,14 +70,14 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
               show_default=True, help="Where the reports go (eval.html and eval.json from the built-in reporters).")
 @reporter_flags
 @click.option("--json", "json_path", metavar="PATH", type=click.Path(dir_okay=False), default=None,
-              help="Also write the JSON result to PATH.")
+              help="Also write the JSON result to PATH (with --diff: the diff).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the models run: auto = the GPU when there is one (weights in bf16, or fp16 where bf16 "
                    "is not native), else the CPU (fp32).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model folder (off by default).")
-def command(models, data, request, template, template_options, metrics, metric_options, compare, no_compare,
-            max_new_tokens, batch_size, max_batch_tokens, generator, generator_options, limit, resamples, seed,
-            max_invalid_share, report_dir, reporters, no_reporters, json_path, device, trust_remote_code):
+def command(models, data, diff, request, template, template_options, metrics, metric_options, compare, no_compare,
+            max_new_tokens, batch_size, max_batch_tokens, generator, generator_options, by, limit, resamples,
+            seed, max_invalid_share, report_dir, reporters, no_reporters, json_path, device, trust_remote_code):
     """Generate with a model (and a base model), score, and compare with confidence intervals.
 
     Prompts are rendered exactly as in training minus the response; generation is greedy,
@@ -89,6 +96,18 @@ def command(models, data, request, template, template_options, metrics, metric_o
     from sftkit.reporting import choose_reporters, write_reports
     from sftkit.types import Result
 
+    if diff:
+        from sftkit.eval.diff import print_diff
+
+        compared = print_diff(*diff)
+        if json_path:
+            from sftkit.io import atomic_write_json, check_writable_file
+
+            check_writable_file(json_path, "--json")
+            atomic_write_json(json_path, compared)
+        return
+    if not models or not data:
+        raise click.UsageError(f"Missing option '{'--model' if not models else '--data'}' (or --diff A.json B.json).")
     protect_inputs([data, request.spec])
     check_writable_dir(report_dir, "--report-dir")
     if json_path:
@@ -100,7 +119,8 @@ def command(models, data, request, template, template_options, metrics, metric_o
         metric_options=parse_component_options(metric_options, "--metric-option", "rouge"),
         max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit, resamples=resamples, seed=seed,
         max_invalid_share=max_invalid_share, device=device, generator=generator,
-        generator_options=parse_key_values(generator_options, "--generator-option"), max_batch_tokens=max_batch_tokens)
+        generator_options=parse_key_values(generator_options, "--generator-option"), max_batch_tokens=max_batch_tokens,
+        by=by)
     render = RenderSettings(template=template, template_options=parse_key_values(template_options, "--template-option"),
                             trust_remote_code=trust_remote_code)
     result = run_eval(request.for_path(data), render, settings)

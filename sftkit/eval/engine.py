@@ -48,6 +48,7 @@ class EvalSettings:
     generator: str | None = None
     generator_options: Mapping[str, Any] = field(default_factory=dict)
     max_batch_tokens: int = 4096
+    by: str | None = None  # --by COLUMN; None: the task field or the label; "none": no breakdown
 
 
 def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
@@ -69,12 +70,16 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
         plan, reference = [("tuned", names[0])] + ([("base", compare)] if compare is not None else []), None
     render, notes = _with_run_template(render, run_info)
     notes += _other_templates(render, plan[len(plan) - len(names):], infos) if len(names) > 1 else []
-    prepared = prepare(_with_run_spec(request, run_info), dataclasses.replace(render, model=None), registry=registry)
+    request = _with_run_spec(request, run_info)
+    prepared = prepare(request, dataclasses.replace(render, model=None), registry=registry)
     examples = _examples(prepared, settings.limit)
     task = prepared.spec.task or "generation"
     classification = task == "classification"
     references = references_for(examples, classification)
     mapper = _label_mapper(prepared, examples, references) if classification else None
+    from sftkit.eval.breakdown import breakdown, group_values
+
+    grouping = group_values(settings.by, request, examples, classification)
     metrics = resolve_metrics(list(settings.metrics or ()), task, settings.metric_options, registry,
                               labels=mapper.labels if mapper else None)
     metric_info = describe_metrics(metrics)  # before any model loads: options only a metric can judge fail here
@@ -136,9 +141,26 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
         result["bootstrap"]["correction"] = (
             f"Holm-Bonferroni over the {compared} comparison(s) with the reference {reference}, per sub-metric "
             f"(p_holm); every comparison uses the same {settings.resamples} resamples")
+    if grouping is not None:
+        column, source, values = grouping
+        result["breakdown"], small = breakdown(column, source, values, metrics, runs, references, classification,
+                                               resamples=settings.resamples, seed=settings.seed,
+                                               confidence=settings.confidence, reference=reference)
+        result["warnings"] += small
     if mapper is not None:
         result["classification"] = _classification(mapper, runs, examples, references)
     result["examples"] = _example_rows(examples, prompts, references, runs, reference)
+    if grouping is not None:
+        for item, value in zip(result["examples"], grouping[2]):
+            item["group"] = value
+    from sftkit.eval.provenance import provenance, text_sha256
+
+    for item in result["examples"]:
+        item["prompt_sha256"] = text_sha256(item["prompt"])
+    made = provenance(registry=registry, request=request, prepared=prepared, render=render,
+                      generation=result["generation"], prompt_hashes=[e["prompt_sha256"] for e in result["examples"]])
+    for role, entry in result["models"].items():
+        entry["provenance"] = {**made, "model": entry["name"]}
     return result
 
 
@@ -190,10 +212,12 @@ def _sharing_order(plan: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def _run_info(model: str) -> dict | None:
     """The run description when ``model`` is a run folder (checked), else None."""
-    from sftkit.runs import is_run_dir, open_run
+    from sftkit.runs import is_run_dir, is_sftkit_folder, not_a_model_folder, open_run
 
     if is_run_dir(model):
         return open_run(model)
+    if Path(model).is_dir() and is_sftkit_folder(Path(model)):
+        raise not_a_model_folder(model)  # a run that did not finish: how to finish it
     if Path(model).is_dir() and (Path(model) / "adapter_config.json").exists():
         raise UsageError(f"{model} holds an adapter but no sftkit_run.json",
                          hint="pass the --output-dir of a finished `sftkit train`")

@@ -60,7 +60,10 @@ def resolve_generator(registry: Any, name: str | None, options: Mapping[str, Any
                          hint="choose another with --generator (`sftkit plugins` lists them)")
     version = component.attribute("version")
     text = str(version()) if callable(version) else (component.version or "built-in")
-    shown = {k: (list(v) if isinstance(v, tuple) else v) for k, v in bound.options.items()}
+    from sftkit.options import EMPTY, json_value
+
+    resolved = {**{k: v for k, v in declared.items() if v is not EMPTY}, **bound.options}
+    shown = {k: json_value(v) for k, v in resolved.items()}
     return GeneratorChoice(name, bound, shown, text, bool(component.attribute("loads_model")))
 
 

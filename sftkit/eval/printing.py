@@ -49,10 +49,38 @@ def print_summary(result: dict) -> None:
     _print_notes(result)
 
 
+def breakdown_table(result: dict) -> object:
+    """Every metric per group (``--by``): one row per group and sub-metric, one column per model."""
+    from rich import box
+    from rich.table import Table
+
+    from sftkit.console import plain
+
+    info = result["breakdown"]
+    roles = list(result["models"]) if result.get("reference") else [r for r in ROLES if r in result["models"]]
+    table = Table(title=plain(f"by {info['by']} ({info['source']}): {len(info['groups'])} groups"),
+                  title_justify="left", box=box.SIMPLE_HEAD)
+    for header in ("group", "rows", "metric"):
+        table.add_column(header, justify="right" if header == "rows" else "left")
+    for role in roles:
+        table.add_column(role if len(roles) > 1 else "value", justify="right")
+    for group in info["groups"]:
+        for index, (sub, entry) in enumerate(group["metrics"].items()):
+            small = group["rows"] < info["min_rows"]
+            cells = [plain(group["value"] if index == 0 else ""),
+                     plain((str(group["rows"]) + (" (few)" if small else "")) if index == 0 else "",
+                           "yellow" if small else ""), plain(sub)]
+            cells += [plain(_fmt(entry.get(role))) for role in roles]
+            table.add_row(*cells)
+    return table
+
+
 def _print_notes(result: dict) -> None:
-    """Metric settings, unmappable outputs, warnings and the headline, below the table."""
+    """The breakdown, metric settings, unmappable outputs, warnings and the headline, below the table."""
     from sftkit.console import console, err_console, excerpt, plain
 
+    if result.get("breakdown"):
+        console.print(breakdown_table(result))
     for name, info in result["metric_info"].items():
         detail = "; ".join(f"{k}: {v}" for k, v in info.items() if k not in ("options", "definition"))
         if detail:

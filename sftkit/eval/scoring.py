@@ -111,13 +111,16 @@ def score(metrics: list[Metric], runs: dict[str, ModelRun], references: list[str
     for metric in metrics:
         values: dict[str, dict[str, float]] = {}
         replicates: dict[str, dict[str, Any]] = {}
+        corpus: set[str] = set()
         for role, run in runs.items():
             predictions = run.predictions_for(metric, classification)
-            for sub, (value, reps) in _score_one(metric, run, predictions, references, indices, notes).items():
+            for sub, (value, reps, whole) in _score_one(metric, run, predictions, references, indices, notes).items():
                 values.setdefault(sub, {})[role] = value
                 replicates.setdefault(sub, {})[role] = reps
+                if whole:
+                    corpus.add(sub)
         for sub in values:
-            entry: dict[str, Any] = {"metric": metric.name, "aggregate": "corpus" if metric.has("aggregate") else "mean"}
+            entry: dict[str, Any] = {"metric": metric.name, "aggregate": "corpus" if sub in corpus else "mean"}
             for role in runs:
                 entry[role] = stats.interval(values[sub][role], replicates[sub][role], confidence).to_dict()
             if reference is not None:
@@ -145,8 +148,9 @@ def _comparisons(values: dict[str, float], replicates: dict[str, Any], reference
 
 
 def _score_one(metric: Metric, run: ModelRun, predictions: list[str], references: list[str], indices: Any,
-               notes: list[dict]) -> dict[str, tuple[float, Any]]:
-    """One model's scores under one metric: ``{sub: (aggregate, bootstrap replicates)}``; the
+               notes: list[dict]) -> dict[str, tuple[float, Any, bool]]:
+    """One model's scores under one metric: ``{sub: (aggregate, bootstrap replicates, is a corpus
+    aggregate)}``; the
     per-example scores go into ``run.scores``, the metric's own warnings into ``notes``."""
     import numpy as np
 
@@ -171,9 +175,9 @@ def _score_one(metric: Metric, run: ModelRun, predictions: list[str], references
                 def statistic(rows, sub=sub):
                     return metric.call("aggregate", [predictions[i] for i in rows], [references[i] for i in rows])[sub]
                 reps = stats.statistic_replicates(statistic, indices)
-            out[sub] = (float(aggregate[sub]), np.asarray(reps, dtype=float))
+            out[sub] = (float(aggregate[sub]), np.asarray(reps, dtype=float), True)
         else:
-            out[sub] = (float(np.mean(scores)), np.asarray(stats.mean_replicates(scores, indices), dtype=float))
+            out[sub] = (float(np.mean(scores)), np.asarray(stats.mean_replicates(scores, indices), dtype=float), False)
     return out
 
 

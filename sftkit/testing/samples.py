@@ -114,6 +114,16 @@ def _train_data() -> dict:
     }
 
 
+def _provenance(model: str) -> dict:
+    generation = {"max_new_tokens": 16, "batch_size": 16, "decoding": "greedy", "padding": "left",
+                  "max_batch_tokens": 4096, "generator": "hf", "generator_version": "transformers 4.56.1",
+                  "generator_options": {"batch_size": 16, "max_batch_tokens": 4096, "share_prefix": True}}
+    return {"template": "alpaca", "template_options": {"system": XSS}, "system_prompt": XSS, "generation": generation,
+            "generator": "hf", "generator_version": "transformers 4.56.1", "prompt_set_sha256": "ab" * 32,
+            "prompts": 2, "data": f"{XSS}.jsonl", "data_sha256": "cd" * 32, "data_rows": 3, "sftkit_version": "0.1.0",
+            "model": model}
+
+
 def _eval_data() -> dict:
     def interval(value: float) -> dict:
         return {"value": value, "low": max(0.0, value - 0.25), "high": min(1.0, value + 0.25)}
@@ -141,8 +151,9 @@ def _eval_data() -> dict:
             "tuned": {"name": f"runs/{XSS}", "run": {"base_model": "tiny-random", "method": "lora", "template": "alpaca",
                                                      "masking": "completion_only", "max_length": 1024,
                                                      "added_tokens": []},
-                      "seconds": 0.2, "tokens": 6},
-            "base": {"name": "tiny-random", "run": None, "seconds": 0.2, "tokens": 16},
+                      "seconds": 0.2, "tokens": 6, "provenance": _provenance(f"runs/{XSS}")},
+            "base": {"name": "tiny-random", "run": None, "seconds": 0.2, "tokens": 16,
+                     "provenance": _provenance("tiny-random")},
         },
         "generation": {"max_new_tokens": 16, "batch_size": 16, "decoding": "greedy", "padding": "left",
                        "max_batch_tokens": 4096, "generator": "hf", "generator_version": "transformers 4.56.1",
@@ -162,6 +173,12 @@ def _eval_data() -> dict:
                      {"model": "base", "code": "invalid_share", "rows": [0, 1],
                       "message": "base: 2 of 2 outputs (100.0%) map to no label, more than --max-invalid-share 0.1"}],
         "skipped_lines": [_skipped(3)],
+        "breakdown": {"by": "label", "source": "the reference label", "min_rows": 10, "groups": [
+            {"value": label, "rows": 1,
+             "metrics": {sub: {"metric": sub, "aggregate": "mean", "tuned": interval(1.0), "base": interval(0.0),
+                               "difference": {"value": 1.0, "low": 1.0, "high": 1.0, "p_value": 0.5,
+                                              "significant": True}} for sub in ("accuracy", "exact_match")}}
+            for label in ("negative", "positive")]},
         "classification": {"labels": ["negative", "positive"],
                            "models": {"tuned": classification(1), "base": classification(0)},
                            "invalid": {"tuned": [], "base": [{"row": 0, "output": XSS, "reason": "no label in the output"},
@@ -170,12 +187,14 @@ def _eval_data() -> dict:
             {"row": 0, "prompt": f"### Instruction:\nClassify: {XSS}\n\n### Response:\n", "reference": "negative",
              "outputs": {"tuned": output("negative", "negative", "exact"),
                          "base": output(XSS, "(invalid)", "invalid", "max_new_tokens")},
-             "scores": scores, "change": {"accuracy": 1.0, "exact_match": 1.0}},
+             "scores": scores, "change": {"accuracy": 1.0, "exact_match": 1.0}, "group": "negative",
+             "prompt_sha256": "01" * 32},
             {"row": 1, "prompt": "### Instruction:\nClassify: Profits rose.\n\n### Response:\n",
              "reference": "positive",
              "outputs": {"tuned": output("positive", "positive", "exact"),
                          "base": output("", "(invalid)", "invalid", "max_new_tokens")},
-             "scores": scores, "change": {"accuracy": 1.0, "exact_match": 1.0}},
+             "scores": scores, "change": {"accuracy": 1.0, "exact_match": 1.0}, "group": "positive",
+             "prompt_sha256": "02" * 32},
         ],
     }
 
@@ -204,6 +223,14 @@ def _eval_several_data() -> dict:
         entry["model_2"] = dict(entry["model_1"])
         entry["comparisons"] = {key: {**difference, "p_holm": 0.002, "significant_holm": True}
                                 for key in ("model_1", "model_2")}
+    for group in data["breakdown"]["groups"]:
+        for entry in group["metrics"].values():
+            difference = entry.pop("difference")
+            for key in ("base", "tuned"):
+                entry[keys[key]] = entry.pop(key)
+            entry["model_2"] = dict(entry["model_1"])
+            entry["comparisons"] = {key: {**difference, "p_holm": 1.0, "significant_holm": False}
+                                    for key in ("model_1", "model_2")}
     classification = data["classification"]
     classification["models"] = rekey(classification["models"])
     classification["invalid"] = rekey(classification["invalid"])

@@ -109,7 +109,10 @@ def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
         checkpoint = _start_folder(recipe, accelerator, out, resume, say)
         run = _setup(recipe, accelerator, out, say)
         _restore_or_start(run, checkpoint)
-        _train_steps(run, progress)
+        try:
+            _train_steps(run, progress)
+        except WriteError as exc:  # a checkpoint or metrics.jsonl on a full disk: how to go on from here
+            raise _unfinished(out, exc) from None
         return _finish(run)
     finally:
         if claim is not None:
