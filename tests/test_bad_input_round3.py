@@ -195,6 +195,10 @@ def test_a_damaged_compare_model_is_refused_before_any_model_loads(sound_run, tm
     run = _damaged(sound_run, tmp_path, "adapter_model_truncated.safetensors", "adapter_model.safetensors")
     for args in (("eval", "--model", "tiny-random", "--compare", run, "--data", DATA, "--spec", SPEC, "--limit", "1",
                   "--report-dir", tmp_path / "reports"),
+                 ("eval", "--model", "tiny-random", "--model", run, "--data", DATA, "--spec", SPEC, "--limit", "1",
+                  "--report-dir", tmp_path / "reports"),  # N-way: every model is checked first
+                 ("eval", "--model", "tiny-random", "--model", "tiny-random", "--compare", run, "--data", DATA,
+                  "--spec", SPEC, "--limit", "1", "--report-dir", tmp_path / "reports"),
                  ("chat", "tiny-random", "--compare", run, "--prompt", "hi")):
         result = run_cli(*args)
         assert_one_clean_error(result, f"cannot use the run folder {run}", _truncated_sizes())

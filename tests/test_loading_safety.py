@@ -133,7 +133,7 @@ def test_load_tokenizer_and_model_default_to_no_remote_code(monkeypatch, tmp_pat
     from sftkit.models import load_model, load_tokenizer
 
     (tmp_path / "model.safetensors").write_bytes(b"")
-    (tmp_path / "config.json").write_text("{}")  # a model folder (a folder without one is refused up front)
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')  # a model folder (one without is refused)
     tok, model = Recorder(tokenizer), Recorder(object())
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tok)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model)

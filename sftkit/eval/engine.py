@@ -166,14 +166,14 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
 
 def _several(names: list[str], settings: EvalSettings) -> tuple[list[tuple[str, str]], str]:
     """The models of an N-way run, keyed ``model_1``... (and ``base`` for ``--compare``), and the reference."""
-    from sftkit.runs import is_run_dir, read_run
+    from sftkit.runs import is_run_dir, open_run
 
     if settings.compare and settings.no_compare:
         raise UsageError("--compare and --no-compare exclude each other")
     plan = [(f"model_{i + 1}", name) for i, name in enumerate(names)]
     if settings.compare:
         if is_run_dir(settings.compare):
-            read_run(settings.compare)  # a broken run folder is reported before any model loads
+            open_run(settings.compare)  # a damaged run folder is reported before any model loads
         return [("base", str(settings.compare))] + plan, "base"
     return plan, plan[0][0]
 
