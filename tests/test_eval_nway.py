@@ -196,3 +196,10 @@ def test_lora_runs_on_one_base_load_it_once_and_match_separate_runs(run_cli, wor
             [e["outputs"]["tuned"]["text"] for e in single["examples"]]
     texts = {key: [e["outputs"][key]["text"] for e in together["examples"]] for key in together["models"]}
     assert texts["model_1"] != texts["base"] and texts["model_2"] != texts["model_1"]  # the adapters do differ
+    loads.clear()
+    result = run_cli("eval", "--model", runs[0], "--model", runs[1], "--compare", "tiny-random", "--no-share-base",
+                     *common, "--report-dir", tmp_path / "apart")
+    assert result.exit_code == 0, result.stderr
+    assert loads == ["tiny-random"] * 3  # each run loads its base again (and merges its adapter)
+    apart = json.loads((tmp_path / "apart" / "eval.json").read_text("utf-8"))
+    assert [e["outputs"] for e in apart["examples"]] == [e["outputs"] for e in together["examples"]]

@@ -54,6 +54,10 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
 @click.option("--generator-option", "generator_options", multiple=True, metavar="KEY=VALUE",
               help="A generator option, e.g. share_prefix=false for hf, page_size=128 for continuous (repeatable; "
                    "unknown options exit 2 before any model loads).")
+@click.option("--share-base/--no-share-base", default=True, show_default=True,
+              help="With several --model: LoRA runs on the same base attach their adapters to one loaded base "
+                   "(unmerged: less loading and memory, slower generation on CPU); --no-share-base loads each run "
+                   "afresh with its adapter merged.")
 @click.option("--by", metavar="COLUMN", default=None,
               help="Break every metric down by group, with intervals: task (the spec's task field), label, or any "
                    "column of the data; none to switch it off. Default: task when it holds more than one value, "
@@ -76,8 +80,8 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
                    "is not native), else the CPU (fp32).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model folder (off by default).")
 def command(models, data, diff, request, template, template_options, metrics, metric_options, compare, no_compare,
-            max_new_tokens, batch_size, max_batch_tokens, generator, generator_options, by, limit, resamples,
-            seed, max_invalid_share, report_dir, reporters, no_reporters, json_path, device, trust_remote_code):
+            max_new_tokens, batch_size, max_batch_tokens, generator, generator_options, share_base, by, limit,
+            resamples, seed, max_invalid_share, report_dir, reporters, no_reporters, json_path, device, trust_remote_code):
     """Generate with a model (and a base model), score, and compare with confidence intervals.
 
     Prompts are rendered exactly as in training minus the response; generation is greedy,
@@ -120,7 +124,7 @@ def command(models, data, diff, request, template, template_options, metrics, me
         max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit, resamples=resamples, seed=seed,
         max_invalid_share=max_invalid_share, device=device, generator=generator,
         generator_options=parse_key_values(generator_options, "--generator-option"), max_batch_tokens=max_batch_tokens,
-        by=by)
+        by=by, share_base=share_base)
     render = RenderSettings(template=template, template_options=parse_key_values(template_options, "--template-option"),
                             trust_remote_code=trust_remote_code)
     result = run_eval(request.for_path(data), render, settings)

@@ -70,7 +70,7 @@ def compare(a: dict, b: dict) -> dict:
             elif not paired:
                 row["note"] = "not paired"
             elif "corpus" in (entry_a.get("aggregate"), entry_b.get("aggregate")):
-                row["note"] = "corpus aggregate: side by side only"
+                row["note"] = "corpus aggregate: not paired"
             else:
                 scores_a = [((e.get("scores") or {}).get(key) or {}).get(sub) for e in a.get("examples") or []]
                 scores_b = [((e.get("scores") or {}).get(key) or {}).get(sub) for e in b.get("examples") or []]

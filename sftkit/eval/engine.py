@@ -49,6 +49,7 @@ class EvalSettings:
     generator_options: Mapping[str, Any] = field(default_factory=dict)
     max_batch_tokens: int = 4096
     by: str | None = None  # --by COLUMN; None: the task field or the label; "none": no breakdown
+    share_base: bool = True  # several models: LoRA runs on one base attach to it instead of loading it again
 
 
 def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
@@ -98,7 +99,7 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
     runs: dict[str, ModelRun] = {}
     prompts = None
     # several models: adapters on one base reuse it (the base first, its runs after it)
-    with ModelPool(device, render.trust_remote_code, share=len(names) > 1) as pool:
+    with ModelPool(device, render.trust_remote_code, share=len(names) > 1 and settings.share_base) as pool:
         if len(names) > 1:
             prompts = _render_prompts(pool, names[0], examples, prepared.encoder)
         for role, name in (_sharing_order(plan) if len(names) > 1 else plan):
@@ -159,7 +160,7 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
         item["prompt_sha256"] = text_sha256(item["prompt"])
     made = provenance(registry=registry, request=request, prepared=prepared, render=render,
                       generation=result["generation"], prompt_hashes=[e["prompt_sha256"] for e in result["examples"]])
-    for role, entry in result["models"].items():
+    for entry in result["models"].values():
         entry["provenance"] = {**made, "model": entry["name"]}
     return result
 
