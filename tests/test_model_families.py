@@ -343,3 +343,10 @@ def test_train_resume_and_evaluate(name, method, run_cli, tmp_path):
     assert f"{auto.__name__}.from_pretrained(folder)" in card
     first = examples[0]
     assert _one_at_a_time(plain, tokenizer, first["prompt"], 6) == first["outputs"]["tuned"]["text"]
+
+    # chat: the answer to a prompt, rendered with the run's template, is the model's one-at-a-time output
+    question = "Summarize: #Person1#: Is the shop open? #Person2#: Until nine." if name == TINY_T5 else "Name a colour."
+    chatted = run_cli("chat", resumed, "--prompt", question, "--max-new-tokens", "6", "--json")
+    assert chatted.exit_code == 0, chatted.stderr
+    answer = json.loads(chatted.stdout)
+    assert answer["answers"][0]["text"] == _one_at_a_time(model, tokenizer, answer["rendered_prompt"], 6)
