@@ -30,6 +30,9 @@ def full(segments: list[Segment]) -> list[float]:
     return [1.0] * len(segments)
 
 
+full.encoder_decoder = False  # an encoder-decoder's prompt is its encoder input, which never trains
+
+
 def assistant_only(segments: list[Segment]) -> list[float]:
     """Train every assistant turn of a conversation (content and end token)."""
     return [1.0 if s.is_response else 0.0 for s in segments]
@@ -47,6 +50,9 @@ def prompt_weighted(segments: list[Segment],
                     ) -> list[float]:
     """Train responses with weight 1 and prompt tokens with a small weight (default 0.1)."""
     return [1.0 if s.is_response else prompt_weight for s in segments]
+
+
+prompt_weighted.encoder_decoder = False  # an encoder-decoder's prompt is its encoder input, which never trains
 
 
 @hookimpl

@@ -162,14 +162,18 @@ def _summary(info: dict, result: dict | None, meta: dict, run_dir: str | Path, e
                     "model's license before you share this model.")
     lines += ["", license_line, "", "## Use", ""]
     if exported:
-        lines += ["```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+        auto = "AutoModelForSeq2SeqLM" if exported.get("encoder_decoder") else "AutoModelForCausalLM"
+        answer = ("answer = model.generate(ids)[0, 1:]   # greedy (the decoder's start token dropped)"
+                  if exported.get("encoder_decoder") else
+                  "answer = model.generate(ids)[0, ids.shape[1]:]   # greedy, stops as sftkit does")
+        lines += ["```python", f"from transformers import {auto}, AutoTokenizer", "",
                   f"folder = {json.dumps(str(exported['out']))}",
                   "tokenizer = AutoTokenizer.from_pretrained(folder)",
-                  "model = AutoModelForCausalLM.from_pretrained(folder)",
+                  f"model = {auto}.from_pretrained(folder)",
                   'messages = [{"role": "user", "content": "..."}]',
                   "prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)",
                   'ids = tokenizer(prompt, return_tensors="pt").input_ids   # tokenized as in training',
-                  "answer = model.generate(ids)[0, ids.shape[1]:]   # greedy, stops as sftkit does",
+                  answer,
                   "print(tokenizer.decode(answer, skip_special_tokens=True))",
                   "```", ""]
         return lines
@@ -365,8 +369,10 @@ def export_card(run_dir: str | Path, folder: str | Path, dtype: str, *, out: str
     current = (run_dir / CARD_FILE).read_text("utf-8") if (run_dir / CARD_FILE).is_file() else ""
     start, end = current.find(EVAL_START), current.find(EVAL_END)
     evaluation = current[start + len(EVAL_START):end].strip() if 0 <= start < end else None
+    config = _read_json(folder / "config.json") or {}
     text = render_card(read_run(run_dir), _read_json(run_dir / "train.json"), evaluation, run_dir=run_dir,
-                       exported={"run_dir": str(run_dir), "out": str(out or folder), "dtype": dtype})
+                       exported={"run_dir": str(run_dir), "out": str(out or folder), "dtype": dtype,
+                                 "encoder_decoder": bool(config.get("is_encoder_decoder"))})
     return atomic_write_text(folder / CARD_FILE, text)
 
 

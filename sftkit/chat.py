@@ -73,6 +73,7 @@ def command(model, compare, prompt, template, template_options, instruction, sys
 
     if as_json and prompt is None:
         raise UsageError("--json needs --prompt", hint="sftkit chat MODEL --prompt TEXT --json")
+    check_run_folders(model, compare)  # a damaged run folder is one message before any model loads
     template, options = chat_template_for(model, template, parse_key_values(template_options, "--template-option"))
     models = [load_chat_model(model, trust_remote_code)]
     encoder, settings, notes = chat_setup(models[0], template, options, instruction, system, max_new_tokens,
@@ -102,6 +103,15 @@ def chat_template_for(model: str, template: str | None, options: dict) -> tuple[
         options = options or dict(info.get("template_options") or {})
     Encoder.build(template=template, template_options=options)  # an unknown name or option: exit 2 here
     return template, options
+
+
+def check_run_folders(*names: str | None) -> None:
+    """Check every run folder among ``names`` (``sftkit.runs.open_run``): a damaged one is exit 2."""
+    from sftkit.runs import is_run_dir, open_run
+
+    for name in names:
+        if name and is_run_dir(name):
+            open_run(name)
 
 
 def load_chat_model(name: str, trust_remote_code: bool = False) -> ChatModel:
@@ -221,7 +231,8 @@ def generate_one(model: Any, tokenizer: Any, prompt: str, end_texts: list[str], 
     with torch.inference_mode():
         output = model.generate(input_ids=ids["input_ids"].to(model.device),
                                 attention_mask=ids["attention_mask"].to(model.device), streamer=Stream(), **options)
-    new = output[0, ids["input_ids"].shape[1]:].tolist()
+    # an encoder-decoder's output is the decoder side alone, after its start token
+    new = output[0, 1 if model.config.is_encoder_decoder else ids["input_ids"].shape[1]:].tolist()
     text, kept, stopped = _cut(tokenizer, new, stops)
     if stopped is None:
         stopped = "max_new_tokens" if len(kept) >= max_new_tokens else "eos"

@@ -7,7 +7,6 @@ warnings are silenced (``sftkit.quiet``); ``sftkit -v`` or ``SFTKIT_DEBUG=1`` sh
 """
 from __future__ import annotations
 
-import errno
 import functools
 import importlib
 import io
@@ -17,7 +16,7 @@ from typing import Any, Callable
 import click
 
 from sftkit import __version__
-from sftkit.errors import SftkitError, UsageError, os_hint, os_reason
+from sftkit.errors import ENVIRONMENT_ERRNOS, SftkitError, UsageError, os_error_in, os_hint, os_reason
 
 # command name -> "module:attribute" of a click command
 COMMANDS = {
@@ -32,10 +31,6 @@ COMMANDS = {
 
 EXIT_INTERNAL = 3
 
-# OSErrors that describe the machine (disk, permissions, file system), not an sftkit bug: exit 2
-# even where no read or write named its file first (errno.ENOENT and the like stay bugs).
-ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
-                                errno.EIO})
 
 
 class LazyGroup(click.Group):
@@ -195,9 +190,14 @@ def render_flags(func: Callable) -> Callable:
                      help="A masking option, e.g. prompt_weight=0.2 (repeatable)."),
         click.option("--model", metavar="NAME", default="smollm2-135m", show_default=True,
                      help="The model (whose tokenizer is used): smollm2-135m (the offline default), tiny-random "
-                          "(tests), a local folder, or a hub id."),
+                          "(tests; also tiny-random-t5, -opt, -gpt2, -neox), a local folder, or a hub id."),
         click.option("--max-length", metavar="N", type=click.IntRange(min=1, max=10**7), default=None,
                      help="Truncate to N tokens."),
+        click.option("--max-source-length", metavar="N", type=click.IntRange(min=1, max=10**7), default=None,
+                     help="Encoder-decoder models (T5): truncate the encoder input to N tokens (default: --max-length)."),
+        click.option("--max-target-length", metavar="N", type=click.IntRange(min=1, max=10**7), default=None,
+                     help="Encoder-decoder models (T5): truncate the decoder target to N tokens (default: "
+                          "--max-length)."),
         click.option("--add-special-tokens", is_flag=True,
                      help="Add the template's delimiters to the tokenizer as special tokens."),
         click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model folder (off by default)."),
@@ -212,13 +212,14 @@ def render_options(func: Callable) -> Callable:
 
     @functools.wraps(func)
     def command(*args: Any, template, template_options, masking, masking_options, model, max_length,
-                add_special_tokens, trust_remote_code, **kwargs: Any) -> Any:
+                max_source_length, max_target_length, add_special_tokens, trust_remote_code, **kwargs: Any) -> Any:
         from sftkit.pipeline import RenderSettings
 
         render = RenderSettings(
             template=template, template_options=parse_key_values(template_options, "--template-option"),
             masking=masking, masking_options=parse_key_values(masking_options, "--masking-option"), model=model,
-            max_length=max_length, add_special_tokens=add_special_tokens, trust_remote_code=trust_remote_code)
+            max_length=max_length, max_source_length=max_source_length, max_target_length=max_target_length,
+            add_special_tokens=add_special_tokens, trust_remote_code=trust_remote_code)
         return func(*args, render=render, **kwargs)
 
     return render_flags(command)
@@ -260,21 +261,20 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         err_console.print(plain("interrupted", "red"))
         sys.exit(130)
-    except OSError as exc:
-        # A full disk, a read-only or forbidden path, a failing device: the machine's state, not
-        # an sftkit bug (most writes and reads name their file earlier; this is the safety net).
+    except Exception as exc:
+        # A full disk, a read-only or forbidden path, a failing device (an OSError, or a Rust
+        # library's error that carries one): the machine's state, not an sftkit bug (most writes
+        # and reads name their file earlier; this is the safety net). Anything else is an sftkit
+        # or plugin bug: one line, the traceback on request.
         if debug_enabled():
             raise
-        if exc.errno not in ENVIRONMENT_ERRNOS:
+        machine = os_error_in(exc)
+        if machine is None or machine.errno not in ENVIRONMENT_ERRNOS:
             _internal_error(exc)
-        what = f"{exc.filename}: " if exc.filename else ""
-        err_console.print(plain(f"error: {what}{os_reason(exc)}", "bold red"))
-        err_console.print(plain(f"  hint: {os_hint(exc)}; a file being written may be incomplete", "yellow"))
+        what = f"{machine.filename}: " if machine.filename else ""
+        err_console.print(plain(f"error: {what}{os_reason(machine)}", "bold red"))
+        err_console.print(plain(f"  hint: {os_hint(machine)}; a file being written may be incomplete", "yellow"))
         sys.exit(SftkitError.exit_code)
-    except Exception as exc:  # an sftkit or plugin bug: one line, the traceback on request
-        if debug_enabled():
-            raise
-        _internal_error(exc)
 
 
 def _internal_error(exc: BaseException) -> None:

@@ -84,6 +84,32 @@ OS_ERROR_HINTS = {
 }
 
 
+# OSErrors that describe the machine (disk, permissions, file system), not an sftkit bug: exit 2
+# even where no read or write named its file first (errno.ENOENT and the like stay bugs).
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+                                errno.EIO})
+
+
+def os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError a library's own exception reports, or None.
+
+    Libraries written in Rust (``tokenizers``, ``safetensors``) raise a plain ``Exception`` or
+    their own class for a failed write, with the operating system's error in the text:
+    ``No space left on device (os error 28)`` or ``IoError(Os { code: 28, kind: StorageFull, ...})``.
+    Only the machine's errors (``ENVIRONMENT_ERRNOS``) are recognised, so a bug stays a bug.
+    """
+    import os
+    import re
+
+    if isinstance(exc, OSError):
+        return exc
+    match = re.search(r"\(os error (\d+)\)|\bOs \{ code: (\d+)", str(exc))
+    if match is None:
+        return None
+    code = int(match.group(1) or match.group(2))
+    return OSError(code, os.strerror(code)) if code in ENVIRONMENT_ERRNOS else None
+
+
 def os_reason(exc: OSError) -> str:
     """``No space left on device (ENOSPC)``: an OSError's reason in words, with its errno name."""
     name = errno.errorcode.get(exc.errno or 0)

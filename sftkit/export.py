@@ -53,10 +53,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, dtype: str = "fp32",
     ``out_dir`` is either absent or complete. An existing non-empty ``out_dir`` is refused.
     """
     from sftkit.card import export_card
-    from sftkit.runs import read_run
+    from sftkit.io import writing
+    from sftkit.runs import open_run
 
     run_dir, out = Path(run_dir), Path(out_dir)
-    info = read_run(run_dir)
+    info = open_run(run_dir)  # a damaged run folder is one message before anything is written
     if dtype not in DTYPES:
         raise UsageError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -64,22 +65,27 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, dtype: str = "fp32",
                          hint="choose a new OUT_DIR, or remove the old export first")
     if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
         raise UsageError(f"OUT_DIR {out} is inside the run folder {run_dir}", hint="export to a folder outside it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-export-{out.name}-", dir=out.parent))
+    with writing(out, "export"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-export-{out.name}-", dir=out.parent))
     try:
-        if info["method"] == "full" and _saved_dtype(run_dir) == DTYPES[dtype]:
-            say(f"copying the fully fine-tuned model in {run_dir}")
-            tokenizer, model_config = _copy_full(run_dir, tmp)
-        else:
-            say(f"loading {run_dir}" + (" and merging its adapter into the base weights" if info["method"] == "lora" else ""))
-            tokenizer, model_config = _save_loaded(run_dir, tmp, DTYPES[dtype])
-        generation = generation_config(info, tokenizer, model_config, say)
-        generation.save_pretrained(str(tmp))
-        export_card(run_dir, tmp, dtype, out=out)
-        _plain_modes(tmp)
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.replace(tmp, out)
+        # A full disk (torch, safetensors or tokenizers failing to write) is one WriteError
+        # naming OUT_DIR; the temporary folder goes, so OUT_DIR is either absent or complete.
+        with writing(out, "export", partial=tmp):
+            if info["method"] == "full" and _saved_dtype(run_dir) == DTYPES[dtype]:
+                say(f"copying the fully fine-tuned model in {run_dir}")
+                tokenizer, model_config = _copy_full(run_dir, tmp)
+            else:
+                say(f"loading {run_dir}" + (" and merging its adapter into the base weights"
+                                            if info["method"] == "lora" else ""))
+                tokenizer, model_config = _save_loaded(run_dir, tmp, DTYPES[dtype])
+            generation = generation_config(info, tokenizer, model_config, say)
+            generation.save_pretrained(str(tmp))
+            export_card(run_dir, tmp, dtype, out=out)
+            _plain_modes(tmp)
+            if out.exists():
+                out.rmdir()  # empty, checked above
+            os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

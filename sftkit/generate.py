@@ -146,6 +146,12 @@ def generate_ids(model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]]
     With ``share_prefix``, the tokens every prompt starts with (the template and a constant
     instruction, often most of an evaluation prompt) are run through the model once; each
     batch starts from a copy of that KV cache, its own tokens left-padded after it."""
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):  # T5, BART: sftkit.generate_seq2seq
+        from sftkit.generate_seq2seq import generate_seq2seq
+
+        return generate_seq2seq(model, tokenizer, prompt_ids, stops, max_new_tokens=max_new_tokens,
+                                batch_size=batch_size, max_batch_tokens=max_batch_tokens, progress=progress,
+                                description=description, sort_by_length=sort_by_length)
     import torch
 
     from sftkit.console import err_console, progress_disabled

@@ -36,6 +36,8 @@ OPTIONAL_ATTRIBUTES: dict[str, dict[str, str]] = {
     },
     "masking_strategies": {
         "default": "`True` on the one strategy used when none is chosen (the built-in `completion_only`)",
+        "encoder_decoder": "`False` on a strategy that trains prompt tokens (the built-in `full` and "
+                           "`prompt_weighted`): refused for an encoder-decoder model, whose encoder input never trains",
     },
     "validators": {
         "codes": "`{code: (severity, what it means, how to fix)}`: every issue code it yields; the README's "

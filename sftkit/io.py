@@ -57,7 +57,7 @@ def check_not_input(path: str | Path, flag: str, *, folder: bool = False) -> Non
                              hint=f"choose another {flag}")
 
 
-def _default_mode() -> int:
+def default_mode() -> int:
     """The mode a plainly created file gets (0o666 less the umask), not mkstemp's 0o600."""
     umask = os.umask(0)
     os.umask(umask)
@@ -128,7 +128,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     try:
         # The temp file's name stays short: a long target name must not make it too long.
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:80]}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, _default_mode())
+        os.fchmod(fd, default_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -215,34 +215,61 @@ def writing(path: str | Path, what: str = "file", *, also: tuple[type[BaseExcept
     """Turn a failed write inside the block (a full disk, a read-only folder) into one WriteError.
 
     For writes that do not go through ``atomic_write_bytes`` (``torch.save``, safetensors'
-    ``save_file``, ``save_pretrained`` into a temporary folder): an OSError, or one of the
-    classes in ``also`` (e.g. ``RuntimeError`` for ``torch.save``, ``SafetensorError``),
-    becomes "cannot write PATH: reason" (exit 2), and ``partial`` (the temporary file or
-    folder being written) is removed first, so nothing half-written is left.
+    ``save_file``, ``save_pretrained`` into a temporary folder): an OSError (or a Rust
+    library's error carrying one, ``sftkit.errors.os_error_in``), or one of the classes in
+    ``also`` (e.g. ``RuntimeError`` for ``torch.save``), becomes "cannot write PATH: reason"
+    (exit 2), and ``partial`` (the temporary file or folder being written) is removed first,
+    so nothing half-written is left.
     """
     try:
         yield
+    except WriteError:  # an atomic write inside the block: its own message, the partial removed too
+        _remove_partial(partial)
+        raise
     except SftkitError:
         raise
     except Exception as exc:
-        if not isinstance(exc, (OSError, *also)):
-            raise
-        removed = ""
-        if partial is not None and Path(partial).exists():
-            import shutil
+        from sftkit.errors import os_error_in
 
-            if Path(partial).is_dir() and not Path(partial).is_symlink():
-                shutil.rmtree(partial, ignore_errors=True)
-            else:
-                _unlink_quietly(partial)
-            removed = f"; the partial {partial} was removed"
+        machine = os_error_in(exc)  # an OSError, or a Rust library's error that carries one
+        if machine is not None:
+            exc = machine
+        elif not isinstance(exc, also):
+            raise
+        # torch.save says only "unexpected pos ..." on a full disk: the free space tells (before the partial goes)
+        free = None if isinstance(exc, OSError) else _free_bytes(_nearest_folder(Path(path)))
+        removed = f"; the partial {partial} was removed" if _remove_partial(partial) else ""
         if isinstance(exc, OSError):
             raise WriteError(f"cannot write the {what} {path}: {os_reason(exc)}{removed}", path=str(path),
                              hint=_write_hint(exc, Path(path).parent)) from None
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         full = any(word in str(exc) for word in ("No space left", "code: 28", "StorageFull", "file write failed"))
+        if free is not None and free < MIN_FREE_BYTES:
+            full = True
+            detail += f" (the file system has {_size(free)} free: it is full)"
         raise WriteError(f"cannot write the {what} {path}: {detail}{removed}", path=str(path),
                          hint=OS_ERROR_HINTS[errno.ENOSPC] if full else "check the disk and the folder") from None
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        info = os.statvfs(folder)
+    except OSError:
+        return None
+    return info.f_bavail * info.f_frsize
+
+
+def _remove_partial(partial: str | Path | None) -> bool:
+    """Remove the file or folder a failed write left (True when there was one)."""
+    if partial is None or not Path(partial).exists():
+        return False
+    if Path(partial).is_dir() and not Path(partial).is_symlink():
+        import shutil
+
+        shutil.rmtree(partial, ignore_errors=True)
+    else:
+        _unlink_quietly(partial)
+    return True
 
 
 # -- up-front checks -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from sftkit.errors import DataError, UsageError
 from sftkit.registry import Registry, get_registry
 from sftkit.spec import DatasetSpec, examples_from_records, load_spec, resolve_spec
 from sftkit.store import CHUNK_ROWS, Chunk, ExampleStore, load_store
-from sftkit.tokenize import context_for, mask, render, tokenize_many
+from sftkit.tokenize import context_for, mask, render, tokenize_many, tokenize_seq2seq
 from sftkit.types import Example, RenderContext, Segment, TokenizedExample
 
 DEFAULT_MAX_LENGTH = 1024  # TRL SFTConfig's default max_length: validate and train use it when none is given
@@ -69,6 +69,8 @@ class RenderSettings:
     masking_options: Mapping[str, Any] = field(default_factory=dict)
     model: str | None = None
     max_length: int | None = None
+    max_source_length: int | None = None  # encoder-decoder models: the encoder input (default: max_length)
+    max_target_length: int | None = None  # encoder-decoder models: the decoder target (default: max_length)
     add_special_tokens: bool = False
     trust_remote_code: bool = False
     options_from: Mapping[str, str] = field(default_factory=dict)
@@ -204,13 +206,31 @@ class Encoded:
 
 @dataclass
 class Encoder:
-    """A template, a masking strategy and a tokenizer: Example -> segments -> tokens."""
+    """A template, a masking strategy and a tokenizer: Example -> segments -> tokens.
+
+    ``encoder_decoder``: tokens for an encoder-decoder model (``sftkit.tokenize.tokenize_seq2seq``:
+    the prompt is the encoder input, the final response the decoder target), each side cut at its
+    own limit (``max_source_length``, ``max_target_length``; default ``max_length``).
+    """
 
     template: Callable
     masking: Callable
     tokenizer: Any = None
     max_length: int | None = None
     context: RenderContext = field(default_factory=RenderContext)
+    encoder_decoder: bool = False
+    max_source_length: int | None = None
+    max_target_length: int | None = None
+
+    @property
+    def source_limit(self) -> int | None:
+        """The encoder input's token limit (encoder-decoder models)."""
+        return self.max_source_length or self.max_length
+
+    @property
+    def target_limit(self) -> int | None:
+        """The decoder target's token limit (encoder-decoder models)."""
+        return self.max_target_length or self.max_length
 
     @classmethod
     def build(cls, *, template: str, masking: str | None = None, tokenizer: Any = None,
@@ -247,7 +267,10 @@ class Encoder:
         for example in examples:
             segments = self.segments(example)
             rendered.append((segments, self.weights(segments)))
-        tokens = tokenize_many(rendered, self.tokenizer, self.max_length)
+        if self.encoder_decoder:
+            tokens = tokenize_seq2seq(rendered, self.tokenizer, self.source_limit, self.target_limit)
+        else:
+            tokens = tokenize_many(rendered, self.tokenizer, self.max_length)
         return [Encoded(segments, weights, tok) for (segments, weights), tok in zip(rendered, tokens)]
 
     def encode_many(self, examples: Iterable[Example]) -> list[TokenizedExample]:
@@ -402,5 +425,26 @@ def prepare(request: DataRequest, render: RenderSettings, *, tokenizer: Any = No
         if render.add_special_tokens:
             added = add_template_tokens(tokenizer, template_fn)
         splits = split_markers(tokenizer, getattr(template_fn, "special_tokens", ()))
-    encoder = Encoder(template_fn, masking_fn, tokenizer, render.max_length, context_for(tokenizer))
+    encoder_decoder = _encoder_decoder(render, masking, registry)
+    encoder = Encoder(template_fn, masking_fn, tokenizer, render.max_length, context_for(tokenizer), encoder_decoder,
+                      render.max_source_length, render.max_target_length)
     return Prepared(data, render, encoder, template, masking, registry, added, splits)
+
+
+def _encoder_decoder(render: RenderSettings, masking: str, registry: Registry) -> bool:
+    """Whether ``render.model`` is an encoder-decoder model; such a model refuses a masking
+    strategy that declares ``encoder_decoder = False`` (one that trains prompt tokens)."""
+    if not render.model:
+        return False
+    from sftkit.models import is_encoder_decoder
+
+    if not is_encoder_decoder(render.model, trust_remote_code=render.trust_remote_code):
+        return False
+    component = registry.components("masking_strategies").get(masking)
+    if component is not None and component.attribute("encoder_decoder", True) is False:
+        allowed = sorted(name for name, comp in registry.components("masking_strategies").items()
+                         if comp.attribute("encoder_decoder", True) is not False)
+        raise UsageError(f"masking {masking!r} trains prompt tokens, but {render.model} is an encoder-decoder model: "
+                         f"its prompt is the encoder input, which never trains (only the decoder's response does)",
+                         hint=f"use --masking {' or '.join(allowed)}")
+    return True

@@ -23,7 +23,24 @@ def token_rows(tokenized, tokenizer) -> list[dict]:
     ):
         piece = text[start:end] if end > start else tokenizer.convert_ids_to_tokens(tid)
         rows.append({"index": i, "id": int(tid), "text": piece, "trained": label != -100, "weight": float(weight)})
+        if tokenized.is_encoder_decoder:  # an encoder-decoder model: which side the token is on
+            rows[-1]["side"] = "encoder" if i < tokenized.source_length else "decoder"
     return rows
+
+
+def header(example, tok, rows) -> str:
+    """The line above an example: its trained and masked tokens, and what truncation cut (for an
+    encoder-decoder model, per side)."""
+    trained = tok.num_trained
+    if tok.is_encoder_decoder:
+        source, target = tok.source_length, len(rows) - tok.source_length
+        return (f"row {example.row}: encoder input {source} tokens"
+                + (f" (cut, {tok.source_tokens_lost} tokens lost)" if tok.source_tokens_lost else "")
+                + f"; decoder target {target} tokens, {trained} trained"
+                + (f" (cut, {tok.trained_tokens_lost} trained tokens lost)" if tok.trained_tokens_lost else ""))
+    return (f"row {example.row}: {trained} trained / {len(rows) - trained} masked tokens"
+            + (f" (truncated from {tok.length_before_truncation}, {tok.trained_tokens_lost} trained tokens lost)"
+               if tok.truncated else ""))
 
 
 @click.command("preview")
@@ -64,8 +81,12 @@ def command(data, request, render, count, start, fmt):
                "skipped": [{"line": e.line, "row": e.row, "message": e.message} for e in prepared.skipped]}
         for example, tok in zip(examples, tokenized):
             rows = token_rows(tok, tokenizer)
-            out["examples"].append({"row": example.row, "trained": tok.num_trained,
-                                    "masked": len(rows) - tok.num_trained, "truncated": tok.truncated, "tokens": rows})
+            item = {"row": example.row, "trained": tok.num_trained, "masked": len(rows) - tok.num_trained,
+                    "truncated": tok.truncated, "tokens": rows}
+            if tok.is_encoder_decoder:
+                item.update(encoder_tokens=tok.source_length, decoder_tokens=len(rows) - tok.source_length,
+                            source_tokens_lost=tok.source_tokens_lost, target_tokens_lost=tok.trained_tokens_lost)
+            out["examples"].append(item)
         click.echo(inert_json(json.dumps(out, ensure_ascii=False, indent=1)))
         return
     err_console.print(plain(f"{prepared.note}; template {prepared.template_name}, masking {prepared.masking_name}, "
@@ -77,20 +98,25 @@ def command(data, request, render, count, start, fmt):
         err_console.print(plain(f"added special tokens: {prepared.added_tokens}", "dim"))
     for example, tok in zip(examples, tokenized):
         rows = token_rows(tok, tokenizer)
-        trained = tok.num_trained
-        header = (f"row {example.row}: {trained} trained / {len(rows) - trained} masked tokens"
-                  + (f" (truncated from {tok.length_before_truncation}, {tok.trained_tokens_lost} trained tokens lost)"
-                     if tok.truncated else ""))
+        title = header(example, tok, rows)
         if fmt == "plain":
-            click.echo(f"== {header}")
+            click.echo(f"== {title}")
             for r in rows:
+                if tok.is_encoder_decoder and r["index"] in (0, tok.source_length):
+                    click.echo(f"-- {'encoder input' if r['side'] == 'encoder' else 'decoder target'}")
                 mark = "T" if r["trained"] else "M"
                 w = "" if r["weight"] in (0.0, 1.0) else f" w={r['weight']:g}"
                 click.echo(f"{mark} {r['id']:>6} {inert_json(json.dumps(r['text'], ensure_ascii=False))}{w}")
             continue
-        console.print(Rule(plain(header), style="dim"))
+        console.print(Rule(plain(title), style="dim"))
         line = Text()
         for r in rows:
+            if tok.is_encoder_decoder and r["index"] in (0, tok.source_length):
+                if r["index"]:
+                    console.print(line)
+                    line = Text()
+                side = "encoder input" if r["side"] == "encoder" else "decoder target"
+                console.print(plain(f"{side}:", "bold dim"))
             shades = PARTIAL if 0 < r["weight"] < 1 else (TRAINED if r["trained"] else MASKED)
             style = shades[r["index"] % 2]
             piece = r["text"]

@@ -70,7 +70,8 @@ class Recipe:
         "held-out file for the eval loss (read with the recipe's spec, else the first source's)", min_length=1)
     model: str = key(
         'smollm2-135m',
-        'base model: an offline name (`smollm2-135m`, `tiny-random`), a folder or a hub id', min_length=1)
+        'base model: an offline name (`smollm2-135m`, `tiny-random`, `tiny-random-t5`, ...), a folder or a hub id '
+        '(causal LM or encoder-decoder)', min_length=1)
     template: str | None = key(None, "prompt template (default: the spec's)", min_length=1)
     template_options: dict[str, Any] = key(doc='template options, as `--template-option`', factory=dict)
     masking: str | None = key(
@@ -78,16 +79,25 @@ class Recipe:
         'masking strategy (default: the one that declares itself the default, `completion_only`)', min_length=1)
     masking_options: dict[str, Any] = key(doc='masking options, as `--masking-option`', factory=dict)
     max_length: int = key(1024, 'truncate examples to this many tokens', ge=1, le=MAX_TOKENS)
+    max_source_length: int | None = key(
+        None, 'encoder-decoder models (T5): truncate the encoder input (the prompt) to this many tokens '
+        '(default: `max_length`)', ge=1, le=MAX_TOKENS)
+    max_target_length: int | None = key(
+        None, 'encoder-decoder models (T5): truncate the decoder target (the response and its end token) to this '
+        'many tokens (default: `max_length`)', ge=1, le=MAX_TOKENS)
     add_special_tokens: bool = key(
         False,
-        "add the template's delimiters as tokens; the embeddings grow (with LoRA `embed_tokens`/`lm_head` are"
-        ' trained and saved via `modules_to_save`, kept tied where the model ties them)')
+        "add the template's delimiters as tokens; the embeddings grow (with LoRA the input and output embeddings, "
+        '`embed_tokens`/`lm_head` in Llama, are trained and saved via `modules_to_save`, kept tied where the model '
+        'ties them)')
     method: Literal["lora", "full"] = key("lora", '`lora` (a LoRA adapter) or `full` (every weight)')
     lora_r: int = key(16, 'LoRA rank', ge=1, le=4096)
     lora_alpha: int = key(32, 'LoRA alpha (the update is scaled by alpha / r)', ge=1, le=2**16)
     lora_dropout: float = key(0.0, 'LoRA dropout (0 by default: it costs seconds per step on CPU)', ge=0, lt=1)
-    target_modules: list[Annotated[str, MinLen(1)]] = key(doc='LoRA target modules (by name)', factory=lambda: list(DEFAULT_TARGETS),
-                                    min_length=1)
+    target_modules: list[Annotated[str, MinLen(1)]] = key(
+        doc='LoRA target modules: `all-linear` (every linear layer except the output head, whatever the architecture '
+        'calls them) or module names (`q_proj,v_proj`; GPT-2: `c_attn`)', factory=lambda: list(DEFAULT_TARGETS),
+        min_length=1)
     epochs: float = key(1.0, 'length of training in epochs (`max_steps` wins)', gt=0, le=10**4)
     max_steps: int | None = key(None, 'optimizer steps (overrides `epochs`)', ge=1,
                                 le=MAX_STEPS)
@@ -198,7 +208,8 @@ class Recipe:
 
         return RenderSettings(template=self.template, template_options=dict(self.template_options),
                               masking=self.masking, masking_options=dict(self.masking_options), model=self.model,
-                              max_length=self.max_length, add_special_tokens=self.add_special_tokens,
+                              max_length=self.max_length, max_source_length=self.max_source_length,
+                              max_target_length=self.max_target_length, add_special_tokens=self.add_special_tokens,
                               trust_remote_code=self.trust_remote_code,
                               options_from={k: v for k, v in self.origins.items()
                                             if k in ("template_options", "masking_options")})
@@ -218,7 +229,7 @@ class Recipe:
         return out
 
 
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DEFAULT_TARGETS = ("all-linear",)  # PEFT's shorthand: every linear layer except the output head, any architecture
 ATTENTION = typing.get_args(typing.get_type_hints(Recipe)["attention"])  # the kernels `--attention` offers
 KEYS = tuple(f.name for f in fields(Recipe))
 MAPPINGS = ("columns", "loader_options", "template_options", "masking_options")

@@ -38,7 +38,8 @@ def choose_reporters(registry=None, only: Sequence[str] = (), leave_out: Sequenc
 
 
 def write_reports(result: Result, output_dir: str | Path, registry=None, *, flag: str = "--report-dir",
-                  json_copy: str | Path | None = None, reporters: Sequence[str] | None = None) -> list[Path]:
+                  json_copy: str | Path | None = None, reporters: Sequence[str] | None = None,
+                  min_free: int | None = None) -> list[Path]:
     """Run the chosen reporters on ``result``; a reporter that does not handle its kind returns None.
 
     ``reporters`` are names from ``choose_reporters`` (None: the default-on reporters).
@@ -46,7 +47,8 @@ def write_reports(result: Result, output_dir: str | Path, registry=None, *, flag
     set. Every reporter and the copy see the data with its ``schema_version``
     (``sftkit.schemas``). Two reporters that write the same file are a PluginError naming both.
 
-    The folder is checked first (``check_writable_dir``). The reports are written as one set
+    The folder is checked first (``check_writable_dir``, with ``min_free`` bytes free: by default
+    ``sftkit.io.MIN_FREE_BYTES``; 0 where it was checked before a long job). The reports are written as one set
     (``staged_writes``): each goes to a temporary file, and only when every reporter has
     succeeded are they renamed into place. A write that fails (a full disk) leaves every
     report of an earlier run as it was, so ``validate.json`` is never older than the
@@ -60,7 +62,7 @@ def write_reports(result: Result, output_dir: str | Path, registry=None, *, flag
     registry = registry or get_registry()
     names = choose_reporters(registry) if reporters is None else list(reporters)
     output_dir = Path(output_dir)
-    check_writable_dir(output_dir, flag)
+    check_writable_dir(output_dir, flag, **({} if min_free is None else {"min_free": min_free}))
     result = Result(result.kind, result.title, versioned(result.kind, result.data))
     written: dict[Path, str] = {}
     try:

@@ -65,6 +65,60 @@ def tokenize_many(
     return out
 
 
+def target_span(segments: Sequence[Segment]) -> tuple[int, int]:
+    """Where the final response lies in an encoder-decoder split: segments ``[start, end)`` are
+    the decoder target (the final assistant turn's content and end token), everything before
+    ``start`` the encoder input; what follows ``end`` belongs to neither side. ``start == end ==
+    len(segments)`` when there is no response."""
+    last = max((s.turn for s in segments if s.role == "assistant" and s.part in ("content", "end")), default=None)
+    start = next((i for i, s in enumerate(segments) if s.is_response and s.turn == last), len(segments))
+    end = start
+    while end < len(segments) and segments[end].is_response and segments[end].turn == last:
+        end += 1
+    return start, end
+
+
+def tokenize_seq2seq(
+    items: Sequence[tuple[list[Segment], list[float]]],
+    tokenizer: Any,
+    max_source_length: int | None = None,
+    max_target_length: int | None = None,
+) -> list[TokenizedExample]:
+    """Tokenize (segments, weights) pairs for an encoder-decoder model: the prompt segments as the
+    encoder input (with the tokenizer's special tokens, as a prompt is tokenized for generation),
+    the final response and its end token as the decoder target (no special tokens added: the
+    template's end text is the end token). The encoder side never trains; the target keeps the
+    masking's weights. Each side is cut at its own limit."""
+    if not items:
+        return []
+    spans = [target_span(segments) for segments, _ in items]
+    sources = ["".join(s.text for s in segments[:start]) for (segments, _), (start, _end) in zip(items, spans)]
+    targets = ["".join(s.text for s in segments[start:end]) for (segments, _), (start, end) in zip(items, spans)]
+    source_enc = tokenizer(sources, return_offsets_mapping=True, add_special_tokens=True)
+    target_enc = tokenizer(targets, return_offsets_mapping=True, add_special_tokens=False)
+    out = []
+    for index, ((segments, weights), (start, end)) in enumerate(zip(items, spans)):
+        source = _label(segments[:start], [0.0] * start, sources[index], list(source_enc["input_ids"][index]),
+                        [tuple(o) for o in source_enc["offset_mapping"][index]], max_source_length)
+        target = _label(segments[start:end], list(weights[start:end]), targets[index],
+                        list(target_enc["input_ids"][index]),
+                        [tuple(o) for o in target_enc["offset_mapping"][index]], max_target_length)
+        shift = len(sources[index])
+        out.append(TokenizedExample(
+            input_ids=source.input_ids + target.input_ids,
+            labels=[IGNORE_INDEX] * len(source.input_ids) + target.labels,
+            weights=[0.0] * len(source.input_ids) + target.weights,
+            segment_index=source.segment_index + [i + start for i in target.segment_index],
+            offsets=source.offsets + [(a + shift, b + shift) for a, b in target.offsets],
+            text=sources[index] + targets[index],
+            length_before_truncation=source.length_before_truncation + target.length_before_truncation,
+            trained_tokens_lost=target.trained_tokens_lost,
+            source_length=len(source.input_ids),
+            source_tokens_lost=source.length_before_truncation - len(source.input_ids),
+        ))
+    return out
+
+
 def _label(segments, weights, text, ids, offsets, max_length) -> TokenizedExample:
     import numpy as np
     ends = np.cumsum([len(s.text) for s in segments]) if segments else np.zeros(0, dtype=int)

@@ -100,7 +100,14 @@ class RenderContext:
 
 @dataclass
 class TokenizedExample:
-    """Token ids with labels (-100 where masked) and per-token loss weights."""
+    """Token ids with labels (-100 where masked) and per-token loss weights.
+
+    For an encoder-decoder model (``source_length`` set) the first ``source_length`` tokens are
+    the encoder input (never trained) and the rest the decoder target (the final response and its
+    end token); ``text`` and ``offsets`` cover both sides, source first. Each side is truncated
+    on its own: ``trained_tokens_lost`` counts target tokens cut, ``source_tokens_lost`` source
+    tokens cut.
+    """
 
     input_ids: list[int]
     labels: list[int]
@@ -110,6 +117,12 @@ class TokenizedExample:
     text: str
     length_before_truncation: int
     trained_tokens_lost: int = 0  # trained tokens cut off by max_length
+    source_length: int | None = None  # encoder-decoder: how many leading tokens are the encoder input
+    source_tokens_lost: int = 0  # encoder-decoder: source tokens cut off by max_source_length
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.source_length is not None
 
     @property
     def truncated(self) -> bool:

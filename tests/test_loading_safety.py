@@ -133,6 +133,7 @@ def test_load_tokenizer_and_model_default_to_no_remote_code(monkeypatch, tmp_pat
     from sftkit.models import load_model, load_tokenizer
 
     (tmp_path / "model.safetensors").write_bytes(b"")
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')  # a model folder (one without is refused)
     tok, model = Recorder(tokenizer), Recorder(object())
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tok)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model)
@@ -151,6 +152,7 @@ def test_only_the_cli_flag_turns_remote_code_on(monkeypatch, run_cli, tmp_path, 
 
     recorder = Recorder(tokenizer)
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", recorder)
+    (tmp_path / "tokenizer_config.json").write_text("{}")  # a tokenizer folder (an empty one is refused up front)
     result = run_cli("preview", ROOT / "demo" / "financial_sentiment" / "train.jsonl", "--spec",
                      ROOT / "demo" / "financial_sentiment" / "spec.yaml", "--model", tmp_path, "-n", "1",
                      "--format", "json", *flag)

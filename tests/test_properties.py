@@ -252,3 +252,35 @@ def test_arbitrary_json_records_never_crash_a_command(tmp_path_factory, command,
     assert " failed: " not in output  # a validator that raised
     if result.exit_code == 2:
         assert output.count("error:") == 1
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+@pytest.mark.parametrize("masking", ["completion_only", "assistant_only", "last_turn"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(example=examples())
+@example(example=KNOWN[0])
+@example(example=KNOWN[3])
+def test_encoder_decoder_trains_exactly_the_final_response_and_end_token(template, masking, example, tokenizer):
+    """For an encoder-decoder model (tiny-random-t5 uses this tokenizer): the encoder input is the
+    prompt tokenized alone with special tokens, the decoder target the final response + end token
+    tokenized alone, and the trained tokens are the decoder tokens, whatever the masking of the
+    prompt side."""
+    import dataclasses
+
+    from sftkit.tokenize import target_span
+
+    encoder = dataclasses.replace(encoder_for(template, masking, tokenizer), encoder_decoder=True)
+    segments = encoder.segments(example)
+    tokens = encoder.encode(example)
+    start, end = target_span(segments)
+    prompt = "".join(s.text for s in segments[:start])
+    target = "".join(s.text for s in segments[start:end])
+    source_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    target_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+    assert tokens.input_ids == source_ids + target_ids and tokens.source_length == len(source_ids)
+    assert tokens.labels[:len(source_ids)] == [-100] * len(source_ids)
+    weights = encoder.weights(segments)
+    if all(w > 0 for w in weights[start:end]):  # the built-ins train the whole final response
+        assert tokens.labels[len(source_ids):] == target_ids
+    assert target == "".join(s.text for s in segments if s.is_response and s.turn == max(
+        (t.turn for t in segments if t.is_response), default=None))

@@ -257,6 +257,22 @@ def test_truncated_response_and_no_trainable_tokens(tokenizer):
     assert "marker_split" not in found  # a marker cut off by truncation is not a split marker
 
 
+def test_truncated_source_and_target_of_an_encoder_decoder(tokenizer):
+    import dataclasses
+
+    records = clean_records()
+    records[2]["instruction"] = "Explain " + "this very long question " * 80
+    records[3]["output"] = "A long answer " * 30
+    context = validation_context(records=records, tokenizer=tokenizer)
+    context.encoder = dataclasses.replace(context.encoder, encoder_decoder=True, max_source_length=200,
+                                          max_target_length=40)
+    issues = {issue.code: issue for issue in tokenization(context)}
+    assert issues["truncated_source"].rows == [2] and issues["truncated_source"].severity == "warning"
+    assert "max_source_length 200" in issues["truncated_source"].message
+    assert issues["truncated_response"].rows == [3] and "max_target_length 40" in issues["truncated_response"].message
+    assert "template_not_prefix_preserving" not in issues  # the encoder input is the prompt's own tokens
+
+
 def test_eos_not_trained(tokenizer):
     options = {"prompt": "Q: {instruction}\n", "response": "A:\n{output}", "end": ""}
     from sftkit.pipeline import Encoder

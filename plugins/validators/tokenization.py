@@ -24,8 +24,10 @@ from sftkit.tokenize import marker_tokens
 
 LENGTH_SAMPLE = 5000
 MESSAGES = {
-    "truncated_response": ("error", "response tokens cut by truncation at max_length {max_length} in {n}: the "
+    "truncated_response": ("error", "response tokens cut by truncation at {limit} in {n}: the "
                                     "model learns to stop mid-answer"),
+    "truncated_source": ("warning", "encoder input tokens cut by truncation at max_source_length {source_limit} in "
+                                    "{n}: the model answers without the end of the prompt"),
     "no_trainable_tokens": ("error", "no trained token in {n}: such rows add nothing but cost compute"),
     "eos_not_trained": ("error", "the end-of-turn/EOS token is not trained in {n}: the model will not learn "
                                  "to stop"),
@@ -83,11 +85,13 @@ def tokenization(context,
             codes = []
             if tok.trained_tokens_lost:
                 codes.append("truncated_response")
+            if tok.source_tokens_lost:
+                codes.append("truncated_source")
             if num_trained == 0:
                 codes.append("no_trainable_tokens")
             elif not tok.trained_tokens_lost and not _eos_trained(segments, tok, tokenizer.eos_token, eos):
                 codes.append("eos_not_trained")
-            ids = tok.input_ids
+            ids = tok.input_ids[:tok.source_length] if tok.is_encoder_decoder else tok.input_ids
             if bos is not None and len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
                 codes.append("double_bos")
             if pids is not None and prompts[row - chunk.start]:
@@ -117,12 +121,25 @@ def tokenization(context,
     for code, (severity, template) in MESSAGES.items():
         rows = flagged.get(code)
         if rows:
-            message = template.format(n=count_rows(len(rows)), max_length=max_length)
+            message = template.format(n=count_rows(len(rows)), limit=_limit(context), source_limit=_source_limit(context))
             details = {"markers": split_example} if code == "marker_split" else {}
             if code == "marker_split":
                 message += _leading_space_note(split_example)
             yield Issue("tokenization", code, severity, message, rows, details)
     context.stats["tokenization"] = _stats(lengths, trained, max_length, batch)
+
+
+def _limit(context) -> str:
+    """The limit a response is cut at: ``max_length N``, or for an encoder-decoder model
+    ``max_target_length N`` (its decoder target has a limit of its own)."""
+    encoder = context.encoder
+    if getattr(encoder, "encoder_decoder", False):
+        return f"max_target_length {encoder.target_limit}"
+    return f"max_length {context.max_length}"
+
+
+def _source_limit(context) -> int | None:
+    return getattr(context.encoder, "source_limit", None)
 
 
 def _leading_space_note(split: dict[str, dict]) -> str:
@@ -186,9 +203,15 @@ def _stats(lengths: np.ndarray, trained: np.ndarray, max_length: int, batch: int
 tokenization.codes = {  # code: (severity, what it means, how to fix); the README table is generated from it
     'truncated_response': (
         'error',
-        'the training text is longer than `--max-length`, so response tokens (and the EOS) are cut: '
-        'the model learns to stop mid-answer',
-        'raise `--max-length`, shorten the prompts, or drop the rows',
+        'the training text is longer than `--max-length` (the target of an encoder-decoder model longer than '
+        '`--max-target-length`), so response tokens (and the EOS) are cut: the model learns to stop mid-answer',
+        'raise `--max-length` (`--max-target-length`), shorten the prompts, or drop the rows',
+    ),
+    'truncated_source': (
+        'warning',
+        'encoder-decoder models: the prompt is longer than `--max-source-length` (default `--max-length`), so the '
+        'end of the encoder input is cut: the model answers without it',
+        'raise `--max-source-length`, or shorten the prompts',
     ),
     'no_trainable_tokens': (
         'error',

@@ -122,7 +122,8 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
         "models": {role: {"name": run.name, "run": _run_summary(run.run_info), "seconds": round(run.seconds, 3),
                           "tokens": sum(g.tokens for g in run.generations)} for role, run in runs.items()},
         "generation": {"max_new_tokens": max_new, "batch_size": settings.batch_size, "decoding": "greedy",
-                       "padding": "left", "max_batch_tokens": settings.max_batch_tokens,
+                       "padding": _padding(names[0], run_info, render.trust_remote_code),
+                       "max_batch_tokens": settings.max_batch_tokens,
                        "generator": generator.name, "generator_version": generator.version,
                        "generator_options": generator.options},
         "bootstrap": {"resamples": settings.resamples, "seed": settings.seed, "confidence": settings.confidence,
@@ -166,14 +167,14 @@ def run_eval(request: Any, render: Any, settings: EvalSettings) -> dict:
 
 def _several(names: list[str], settings: EvalSettings) -> tuple[list[tuple[str, str]], str]:
     """The models of an N-way run, keyed ``model_1``... (and ``base`` for ``--compare``), and the reference."""
-    from sftkit.runs import is_run_dir, read_run
+    from sftkit.runs import is_run_dir, open_run
 
     if settings.compare and settings.no_compare:
         raise UsageError("--compare and --no-compare exclude each other")
     plan = [(f"model_{i + 1}", name) for i, name in enumerate(names)]
     if settings.compare:
         if is_run_dir(settings.compare):
-            read_run(settings.compare)  # a broken run folder is reported before any model loads
+            open_run(settings.compare)  # a damaged run folder is reported before any model loads
         return [("base", str(settings.compare))] + plan, "base"
     return plan, plan[0][0]
 
@@ -212,10 +213,12 @@ def _sharing_order(plan: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def _run_info(model: str) -> dict | None:
     """The run description when ``model`` is a run folder (checked), else None."""
-    from sftkit.runs import is_run_dir, read_run
+    from sftkit.runs import is_run_dir, is_sftkit_folder, not_a_model_folder, open_run
 
     if is_run_dir(model):
-        return read_run(model)
+        return open_run(model)
+    if Path(model).is_dir() and is_sftkit_folder(Path(model)):
+        raise not_a_model_folder(model)  # a run that did not finish: how to finish it
     if Path(model).is_dir() and (Path(model) / "adapter_config.json").exists():
         raise UsageError(f"{model} holds an adapter but no sftkit_run.json",
                          hint="pass the --output-dir of a finished `sftkit train`")
@@ -224,7 +227,7 @@ def _run_info(model: str) -> dict | None:
 
 def _compare_with(settings: EvalSettings, run_info: dict | None) -> str | None:
     """The second model: ``--compare``, else a run folder's base model (unless ``--no-compare``)."""
-    from sftkit.runs import is_run_dir, read_run
+    from sftkit.runs import is_run_dir, open_run
 
     compare = settings.compare
     if compare and settings.no_compare:
@@ -232,7 +235,7 @@ def _compare_with(settings: EvalSettings, run_info: dict | None) -> str | None:
     if compare is None and run_info is not None and not settings.no_compare:
         compare = str(run_info["base_model"])
     if compare is not None and is_run_dir(compare):
-        read_run(compare)  # a broken run folder is reported before any model loads
+        open_run(compare)  # a damaged run folder is reported before any model loads
     return compare
 
 
@@ -386,6 +389,19 @@ def invalid_warnings(runs: Mapping[str, ModelRun], max_share: float) -> list[dic
                                    f"more than --max-invalid-share {max_share:g} (they count as wrong; see the "
                                    f"unmapped outputs in the report)"})
     return out
+
+
+def _padding(model: str, run_info: dict | None, trust_remote_code: bool) -> str:
+    """How prompts were padded: ``left`` (a decoder-only model's prompt), or ``right`` for an
+    encoder-decoder (its prompt is the encoder input; ``sftkit.generate_seq2seq``)."""
+    from sftkit.errors import SftkitError
+    from sftkit.models import is_encoder_decoder
+
+    name = str(run_info["base_model"]) if run_info else model
+    try:
+        return "right" if is_encoder_decoder(name, trust_remote_code=trust_remote_code) else "left"
+    except SftkitError:
+        return "left"
 
 
 def _run_summary(info: dict | None) -> dict | None:

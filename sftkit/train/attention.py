@@ -130,20 +130,29 @@ def use_packed_attention(model: Any) -> bool:
 
 
 def _probe(model: Any) -> str | None:
-    """Run two two-token examples through the model: the kernel refuses what it cannot compute."""
+    """Run two two-token examples packed into one row through the model, and the second alone:
+    the kernel refuses what it cannot compute, and a model that does not hand the example bounds
+    (or the restarting position ids) on to its attention gives the second example other hidden
+    states packed than alone, so it is never packed."""
     import torch
 
     parameter = next(model.parameters())
-    ids = torch.zeros(1, 4, dtype=torch.long, device=parameter.device)
+    ids = torch.tensor([[5, 6, 7, 8]], device=parameter.device)
     positions = torch.tensor([[0, 1, 0, 1]], device=parameter.device)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model.get_decoder()(input_ids=ids, position_ids=positions, use_cache=False,
-                                sftkit_bounds=[(0, 2), (2, 4)])
+            decoder = model.get_decoder()
+            packed = decoder(input_ids=ids, position_ids=positions, use_cache=False,
+                             sftkit_bounds=[(0, 2), (2, 4)]).last_hidden_state[:, 2:].float()
+            alone = decoder(input_ids=ids[:, 2:], position_ids=positions[:, 2:], use_cache=False,
+                            sftkit_bounds=[(0, 2)]).last_hidden_state.float()
     except UnsupportedAttention as exc:
         return exc.message
     finally:
         model.train(was_training)
+    if not torch.allclose(packed, alone, rtol=1e-3, atol=1e-3 * max(1.0, float(alone.abs().max()))):
+        return (f"{type(model).__name__} does not keep packed examples apart (its attention does not receive the "
+                f"example bounds, or its positions do not restart)")
     return None

@@ -105,6 +105,9 @@ def data_key(prepared: Any) -> str:
         "max_length": prepared.encoder.max_length, "added_tokens": list(prepared.added_tokens),
         "tokenizer": tokenizer_digest(prepared.tokenizer),
     }
+    encoder = prepared.encoder
+    if encoder.encoder_decoder:  # another split of the same text: an encoder input and a decoder target
+        fingerprint["encoder_decoder"] = {"source": encoder.source_limit, "target": encoder.target_limit}
     text = json.dumps(fingerprint, sort_keys=True, default=str)
     return xxhash.xxh3_128(text.encode("utf-8")).hexdigest()
 

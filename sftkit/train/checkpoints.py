@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from sftkit.errors import UsageError
-from sftkit.io import atomic_write_json
+from sftkit.integrity import digest_problem, digests, json_problem, safetensors_problem
+from sftkit.io import atomic_write_json, writing
 
 FORMAT = 2
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -100,18 +101,23 @@ def save_checkpoint(accelerator: Any, folder: str | Path, step: int, state: dict
     tmp = folder / f".tmp-checkpoint-{step}"
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        with writing(final, "checkpoint"):
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True, **(save_kwargs or {}))
+    # A full disk (torch.save's RuntimeError, safetensors' error) is one WriteError naming the
+    # checkpoint, and the temporary folder is removed: no checkpoint-N is half written.
+    with writing(final, "checkpoint", also=(RuntimeError,), partial=tmp):
+        accelerator.save_state(str(tmp), safe_serialization=True, **(save_kwargs or {}))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         pause = _test_pause(step)
         if pause:
             print(f"sftkit-test: writing checkpoint-{step}", file=sys.stderr, flush=True)
             time.sleep(pause)
-        atomic_write_json(tmp / STATE_FILE, {"format": FORMAT, **state, "step": step, "sha256": _digests(tmp)})
+        with writing(final, "checkpoint", partial=tmp):
+            atomic_write_json(tmp / STATE_FILE, {"format": FORMAT, **state, "step": step, "sha256": _digests(tmp)})
         for path in sorted(tmp.rglob("*"), reverse=True):
             _fsync(path)
         _fsync(tmp)
@@ -125,20 +131,9 @@ def save_checkpoint(accelerator: Any, folder: str | Path, step: int, state: dict
     return final
 
 
-def _sha256(file: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(file, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _digests(folder: Path) -> dict[str, str]:
     """sha256 of every file in the checkpoint folder but the trainer state, by relative path."""
-    return {file.relative_to(folder).as_posix(): _sha256(file)
-            for file in sorted(folder.rglob("*")) if file.is_file() and file.name != STATE_FILE}
+    return digests(folder, [file for file in folder.rglob("*") if file.is_file() and file.name != STATE_FILE])
 
 
 def _test_pause(step: int) -> float:
@@ -250,18 +245,11 @@ def checkpoint_problem(path: str | Path) -> str | None:
     safetensors files open and ``optimizer.bin`` is a whole zip archive (nothing is unpickled)."""
     import zipfile
 
-    from safetensors import safe_open
-
     path = Path(path)
     state_file = path / STATE_FILE
-    if not state_file.is_file():
-        return f"{state_file} is missing"
-    try:
-        state = json.loads(state_file.read_text("utf-8"))
-    except (ValueError, OSError) as exc:
-        return f"{state_file} is damaged ({str(exc).splitlines()[0][:120]})"
-    if not isinstance(state, dict):
-        return f"{state_file} is damaged (not a JSON object)"
+    state, problem = json_problem(state_file)
+    if problem:
+        return problem
     step, total = state.get("step"), state.get("total_steps")
     if type(step) is not int or step < 1:
         return f"{state_file} has an impossible step {step!r}"
@@ -277,13 +265,9 @@ def checkpoint_problem(path: str | Path) -> str | None:
             if not (path / name).is_file():
                 return f"{path / name} is missing"
     for file in sorted(path.rglob("*.safetensors")):
-        try:
-            with safe_open(str(file), "pt") as handle:
-                list(handle.keys())
-            if file.stat().st_size < _safetensors_end(file):
-                return f"{file} is truncated"
-        except Exception as exc:  # safetensors raises its own error types for a broken file
-            return f"{file} is damaged ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})"
+        problem = safetensors_problem(file)
+        if problem:
+            return problem
     for file in sorted(path.rglob("*.bin")):
         try:
             with zipfile.ZipFile(file) as archive:
@@ -292,24 +276,7 @@ def checkpoint_problem(path: str | Path) -> str | None:
                 return f"{file} is damaged (bad member {bad})"
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             return f"{file} is damaged ({str(exc)[:120]})"
-    digests = state.get("sha256")
-    if isinstance(digests, dict):  # written at save time (older checkpoints have none)
-        for name, want in sorted(digests.items()):
-            file = path / name
-            if not file.is_file():
-                return f"{file} is missing"
-            if _sha256(file) != want:
-                return f"{file} does not match its sha256 recorded at save time"
-    return None
-
-
-def _safetensors_end(file: Path) -> int:
-    """The byte length a safetensors file must have: 8 + header + the largest data offset."""
-    with open(file, "rb") as handle:
-        size = int.from_bytes(handle.read(8), "little")
-        header = json.loads(handle.read(size))
-    ends = [info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"]
-    return 8 + size + max(ends, default=0)
+    return digest_problem(path, state.get("sha256"))  # written at save time (older checkpoints have none)
 
 
 def resolve_resume(folder: str | Path, resume: str, say: Any = print) -> Path:

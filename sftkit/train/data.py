@@ -38,7 +38,20 @@ class Sample:
 
 
 def to_sample(tokenized: TokenizedExample) -> Sample:
-    """A TokenizedExample as a Sample (labels shift by one: position t-1 predicts token t)."""
+    """A TokenizedExample as a Sample (labels shift by one: position t-1 predicts token t).
+
+    Encoder-decoder: ``input_ids`` are the encoder input, ``target`` the whole decoder target
+    (decoder position k predicts target token k from the start token and the target tokens
+    before it), ``source`` = 0..len(target)-1 and ``weight`` the target's weights; a target
+    without a trained token gives an empty sample (dropped)."""
+    if tokenized.is_encoder_decoder:
+        split = tokenized.source_length
+        target = np.asarray(tokenized.input_ids[split:], dtype=np.int64)
+        weight = np.asarray(tokenized.weights[split:], dtype=np.float32)
+        if not (weight > 0).any():
+            target, weight = target[:0], weight[:0]
+        return Sample(np.asarray(tokenized.input_ids[:split], dtype=np.int64), np.arange(len(target), dtype=np.int64),
+                      target, weight)
     labels = np.asarray(tokenized.labels, dtype=np.int64)
     weights = np.asarray(tokenized.weights, dtype=np.float32)
     trained = np.nonzero(labels[1:] != IGNORE_INDEX)[0] + 1
@@ -146,6 +159,36 @@ def split_by_tokens(samples: Sequence[Sample], budget: int | None) -> list[list[
         groups[-1].append(sample)
         used += sample.length
     return groups
+
+
+def collate_seq2seq(samples: Sequence[Sample], *, pad_id: int, start_id: int) -> dict[str, Any]:
+    """Tensors for one micro-batch of an encoder-decoder model, padded per side (never packed):
+    ``input_ids``/``attention_mask`` (the encoder input, right-padded), ``decoder_input_ids``
+    (the start token, then the target shifted right by one) with ``decoder_attention_mask``, and
+    ``source`` (flat indices into the [batch * target length] decoder states), ``target``, ``weight``."""
+    import torch
+
+    def padded(rows: list[np.ndarray]) -> tuple[Any, Any]:
+        width = max(1, max(len(r) for r in rows))
+        ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for index, row in enumerate(rows):
+            ids[index, : len(row)] = row
+            mask[index, : len(row)] = 1
+        return torch.from_numpy(ids), torch.from_numpy(mask)
+
+    input_ids, attention_mask = padded([s.input_ids.astype(np.int64) for s in samples])
+    decoder_rows = [np.concatenate([[start_id], s.target[:-1].astype(np.int64)]) for s in samples]
+    decoder_ids, decoder_mask = padded(decoder_rows)
+    width = decoder_ids.shape[1]
+    source = np.concatenate([s.source.astype(np.int64) + row * width for row, s in enumerate(samples)])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": None, "bounds": None,
+            "decoder_input_ids": decoder_ids, "decoder_attention_mask": decoder_mask,
+            "source": torch.from_numpy(np.ascontiguousarray(source)),
+            "target": torch.from_numpy(np.ascontiguousarray(np.concatenate([s.target for s in samples]), dtype=np.int64)),
+            "weight": torch.from_numpy(np.ascontiguousarray(np.concatenate([s.weight for s in samples]),
+                                                            dtype=np.float32)),
+            "tokens": int(attention_mask.sum() + decoder_mask.sum())}
 
 
 def collate(samples: Sequence[Sample], *, packed: bool, pad_id: int) -> dict[str, Any]:

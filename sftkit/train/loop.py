@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sftkit.errors import SftkitError, UsageError
+from sftkit.errors import SftkitError, UsageError, WriteError
 from sftkit.recipe import MAX_STEPS, Recipe
-from sftkit.train.data import Schedule, collate, split_by_tokens
+from sftkit.runs import RUN_FILE
+from sftkit.train.data import Schedule, collate, collate_seq2seq, split_by_tokens
 from sftkit.train.run_files import METRICS_FILE, RunState
 from sftkit.train.sources import TrainData
 from sftkit.train.trackers import Trackers, start_trackers
@@ -45,6 +46,7 @@ class Run:
     say: Callable[[str], None]
     parameters: tuple[int, int] = (0, 0)  # trainable, total (counted before any sharding)
     own_attention: str = "sdpa"  # the model's attention implementation before packing switched it
+    decoder_start: int | None = None  # an encoder-decoder model: its decoder start token (None: decoder-only)
     state: RunState = field(default_factory=RunState)
     start: int = 0
     step: int = 0
@@ -66,6 +68,12 @@ class Run:
     def pad_id(self) -> int:
         tokenizer = self.data.tokenizer
         return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def collate(self, samples: list) -> dict:
+        """One micro-batch's tensors: packed or padded, or padded per side for an encoder-decoder."""
+        if self.decoder_start is not None:
+            return collate_seq2seq(samples, pad_id=self.pad_id, start_id=self.decoder_start)
+        return collate(samples, packed=self.packing, pad_id=self.pad_id)
 
 
 def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
@@ -101,7 +109,10 @@ def train(recipe: Recipe, *, resume: str | None = None, progress: bool = True,
         checkpoint = _start_folder(recipe, accelerator, out, resume, say)
         run = _setup(recipe, accelerator, out, say)
         _restore_or_start(run, checkpoint)
-        _train_steps(run, progress)
+        try:
+            _train_steps(run, progress)
+        except WriteError as exc:  # a checkpoint or metrics.jsonl on a full disk: how to go on from here
+            raise _unfinished(out, exc) from None
         return _finish(run)
     finally:
         if claim is not None:
@@ -164,7 +175,11 @@ def _setup(recipe: Recipe, accelerator: Any, out: Path, say: Callable[[str], Non
     model = build_model(recipe, data.tokenizer, data.added_tokens, device=accelerator.device,
                         device_map=model_device_map(accelerator))
     own_attention = getattr(base_of(model).config, "_attn_implementation", None) or "sdpa"
-    kernel = _packed_kernel(recipe, model, accelerator.device, say)
+    decoder_start = _decoder_start(base_of(model).config, data.tokenizer)
+    if decoder_start is not None and recipe.packing:
+        say("note: an encoder-decoder model trains on batches padded per side (encoder input, decoder target), "
+            "never packed")
+    kernel = _packed_kernel(recipe, model, accelerator.device, say) if decoder_start is None else None
     schedule = Schedule(data.sources, batch_size=recipe.batch_size, grad_accum=recipe.grad_accum,
                         world=accelerator.num_processes, seed=recipe.seed)
     total_steps = recipe.max_steps or schedule.steps_for(recipe.epochs)
@@ -180,7 +195,18 @@ def _setup(recipe: Recipe, accelerator: Any, out: Path, say: Callable[[str], Non
     accelerator.register_save_state_pre_hook(only_trainable_hook)
     module.train()
     return Run(recipe, accelerator, out, data, model, module, optimizer, scheduler, schedule, params, total_steps,
-               kernel, say, parameters, own_attention)
+               kernel, say, parameters, own_attention, decoder_start)
+
+
+def _decoder_start(config: Any, tokenizer: Any) -> int | None:
+    """The token an encoder-decoder model's decoder starts from (its config's, else the pad
+    token); None for a decoder-only model."""
+    if not getattr(config, "is_encoder_decoder", False):
+        return None
+    start = getattr(config, "decoder_start_token_id", None)
+    if start is None:
+        start = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return int(start)
 
 
 def _packed_kernel(recipe: Recipe, model: Any, device: Any, say: Callable[[str], None]) -> str | None:
@@ -256,9 +282,13 @@ def _announce(run: Run) -> None:
                 f"model's chat template; prompt the tuned model with sftkit (eval uses the training template)")
     run.say(f"training {recipe.model} ({recipe.method}, {n_trainable:,} of {n_total:,} parameters trainable) "
             f"for {run.total_steps} steps; {sum(len(s.samples) for s in run.data.sources)} examples, "
-            f"{f'padding-free packing ({run.kernel} attention)' if run.packing else 'padded batches'}"
+            f"{f'padding-free packing ({run.kernel} attention)' if run.packing else _padding(run)}"
             f"{', gradient checkpointing' if recipe.gradient_checkpointing else ''}"
             f"{f', {recipe.quantize} base' if recipe.quantize else ''}; run folder {run.out}")
+
+
+def _padding(run: Run) -> str:
+    return "batches padded per side (encoder-decoder)" if run.decoder_start is not None else "padded batches"
 
 
 def _train_steps(run: Run, progress: bool) -> None:
@@ -305,7 +335,7 @@ def train_step(run: Run, step: int) -> dict:
 
     recipe, accelerator, state = run.recipe, run.accelerator, run.state
     began = time.perf_counter()
-    micro = [collate(group, packed=run.packing, pad_id=run.pad_id)
+    micro = [run.collate(group)
              for m in run.schedule.micro_batches(step - 1, accelerator.process_index)
              for group in split_by_tokens(m, recipe.max_tokens_per_forward)]
     step_weight = world_sum(accelerator, float(sum(b["weight"].sum() for b in micro)))
@@ -385,7 +415,7 @@ def evaluate_loss(run: Run) -> float:
     run.module.eval()
     with torch.no_grad(), accelerator.autocast():
         for start in range(0, len(mine), recipe.batch_size):
-            batch = collate(mine[start:start + recipe.batch_size], packed=run.packing, pad_id=run.pad_id)
+            batch = run.collate(mine[start:start + recipe.batch_size])
             loss_sum, weight_sum = run.module(**batch_inputs(batch, accelerator.device, run.kernel))
             total += torch.stack([loss_sum.double(), weight_sum.double()])
     run.module.train()
@@ -421,20 +451,41 @@ def _finish(run: Run) -> dict:
         if run.kernel is not None:  # the saved model carries its own attention, not the training kernel
             base_of(run.model).set_attn_implementation(run.own_attention)
         prepared = run.data.prepared
-        save_final(run.model, prepared.tokenizer, prepared.encoder.template, run.out, state_dict)
-        result = build_result(run.recipe, run.data, read_metrics(run.metrics_path), run.state, run.step,
-                              run.total_steps, run.parameters, run.out)
-        result["summary"].update(processes=accelerator.num_processes, replicas_in_sync=in_sync,
-                                 engine=str(accelerator.distributed_type).rsplit(".", 1)[-1].lower(),
-                                 device=accelerator.device.type, attention=run.kernel or "padded",
-                                 **_memory(accelerator))
-        title = f"sftkit train: {run.recipe.model} ({run.recipe.method})"
-        chosen = choose_reporters(prepared.registry, run.recipe.reporters or (), run.recipe.no_reporters)
-        write_reports(Result("train", title, result), run.out, prepared.registry, reporters=chosen)
-        write_run(run.out, run_description(run.recipe, run.data))
+        # Until sftkit_run.json is written again the folder is not a finished run (a resumed run
+        # replaces the weights of an earlier finish): nothing may read old and new files as one.
+        (run.out / RUN_FILE).unlink(missing_ok=True)
+        try:
+            save_final(run.model, prepared.tokenizer, prepared.encoder.template, run.out, state_dict)
+            result = build_result(run.recipe, run.data, read_metrics(run.metrics_path), run.state, run.step,
+                                  run.total_steps, run.parameters, run.out)
+            result["summary"].update(processes=accelerator.num_processes, replicas_in_sync=in_sync,
+                                     engine=str(accelerator.distributed_type).rsplit(".", 1)[-1].lower(),
+                                     device=accelerator.device.type, attention=run.kernel or "padded",
+                                     **_memory(accelerator))
+            title = f"sftkit train: {run.recipe.model} ({run.recipe.method})"
+            chosen = choose_reporters(prepared.registry, run.recipe.reporters or (), run.recipe.no_reporters)
+            # min_free=0: the folder was checked before training; only a write that fails now is an error
+            write_reports(Result("train", title, result), run.out, prepared.registry, reporters=chosen,
+                          flag="--output-dir", min_free=0)
+            write_run(run.out, run_description(run.recipe, run.data))
+        except WriteError as exc:
+            raise _unfinished(run.out, exc) from None
         write_card(run.out, result)  # README.md: the model card
     accelerator.wait_for_everyone()
     return result
+
+
+def _unfinished(out: Path, exc: WriteError) -> WriteError:
+    """A write of the finished run that failed: the folder is not a finished run, and how to finish it."""
+    from sftkit.train.checkpoints import list_checkpoints
+
+    found = list_checkpoints(out / "checkpoints")
+    then = (f"then `sftkit train --output-dir {out} --resume` finishes the run from {found[-1][1].name}" if found else
+            f"then train again (`--output-dir {out} --overwrite`); the run kept no checkpoint to finish from")
+    error = WriteError(f"{exc.message}; the run folder {out} is not a finished run (no {RUN_FILE})", path=exc.path,
+                       hint=f"{exc.hint or 'free some space'}; {then}")
+    error.kept, error.replaced = exc.kept, exc.replaced
+    return error
 
 
 def _replicas_in_sync(run: Run) -> bool:

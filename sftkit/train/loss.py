@@ -44,6 +44,10 @@ def logits_transform(config: Any) -> Any:
 def make_loss_module(model: Any) -> Any:
     """An ``nn.Module`` whose forward returns (sum of weighted token losses, sum of weights).
 
+    An encoder-decoder model (``config.is_encoder_decoder``) runs its own forward on the encoder
+    input and the shifted target (``sftkit.train.data.collate_seq2seq``): its logits at the
+    target positions, whatever it does to them (T5 rescales before its head), give the loss.
+
     It carries the wrapped model's ``_no_split_modules`` (FSDP wraps each decoder layer, not
     the whole model as one unit) and its quantization markers (accelerate then leaves a 4-bit
     or 8-bit model where it was loaded).
@@ -66,6 +70,12 @@ def make_loss_module(model: Any) -> Any:
 
         def forward(self, input_ids, source, target, weight, position_ids=None, attention_mask=None, bounds=None,
                     **attention_inputs):
+            if "decoder_input_ids" in attention_inputs:  # an encoder-decoder model
+                logits = self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                                    **attention_inputs).logits
+                picked = logits.reshape(-1, logits.shape[-1]).index_select(0, source).float()
+                losses = torch.nn.functional.cross_entropy(picked, target, reduction="none")
+                return (losses * weight).sum(), weight.sum()
             decoder, head = model_parts(self.inner)
             extra = dict(attention_inputs)
             if bounds is not None:
@@ -90,7 +100,8 @@ def batch_inputs(batch: dict, device: Any, kernel: str = "sftkit") -> dict:
     varlen path, and only the restarting position ids for flex attention.
     """
     out = {}
-    for key in ("input_ids", "source", "target", "weight", "position_ids", "attention_mask"):
+    keys = ("input_ids", "source", "target", "weight", "position_ids", "attention_mask")
+    for key in keys + tuple(k for k in ("decoder_input_ids", "decoder_attention_mask") if k in batch):
         value = batch[key]
         out[key] = value.to(device, non_blocking=True) if value is not None else None
     out["target"] = out["target"].long()

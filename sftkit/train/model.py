@@ -120,27 +120,53 @@ def enable_checkpointing(model: Any) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(CHECKPOINTING))
 
 
+ALL_LINEAR = "all-linear"  # PEFT's shorthand: every linear (and Conv1D) layer except the output head
+
+
 def _with_lora(model: Any, recipe: Recipe, added_tokens: list[str]) -> Any:
+    """The model wrapped with a LoRA adapter on ``target_modules`` (``all-linear``: every linear
+    layer but the output head, whatever the architecture names them); with added tokens the
+    input and output embeddings, by their own names in this model, are trained and saved whole."""
     from peft import LoraConfig, get_peft_model
 
+    targets = [t for t in recipe.target_modules if t != ALL_LINEAR]
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name}
     adaptable = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
                  if name and (type(module).__name__ in LORA_LAYERS or "Linear" in type(module).__name__)}
     linear = "linear modules of this model: " + ", ".join(sorted(
         {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and "Linear" in type(m).__name__}))
-    missing = [t for t in recipe.target_modules if t not in names]
+    missing = [t for t in targets if t not in names]
     if missing:
-        raise UsageError(f"target module(s) {', '.join(missing)} not found in {recipe.model}", hint=linear)
-    other = [t for t in recipe.target_modules if t not in adaptable]
+        raise UsageError(f"target module(s) {', '.join(missing)} not found in {recipe.model}",
+                         hint=f"{linear} (or {ALL_LINEAR}, the default)")
+    other = [t for t in targets if t not in adaptable]
     if other:
         raise UsageError(f"target module(s) {', '.join(other)} of {recipe.model} are not layers LoRA can adapt "
                          f"(linear, embedding or convolution layers)", hint=linear)
+    if targets and len(targets) != len(recipe.target_modules):
+        raise UsageError(f"target_modules: {ALL_LINEAR} already names every linear layer; give it alone or "
+                         f"list module names", hint=linear)
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
-    config = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
-                        target_modules=list(recipe.target_modules), task_type="CAUSAL_LM",
-                        modules_to_save=["embed_tokens", "lm_head"] if added_tokens else None,
+    seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+    conv1d = any(type(m).__name__ == "Conv1D" for m in model.modules())  # GPT-2's linear layers store W transposed
+    config = LoraConfig(fan_in_fan_out=conv1d, r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
+                        target_modules=targets or ALL_LINEAR, task_type="SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM",
+                        modules_to_save=embedding_names(model) if added_tokens else None,
                         ensure_weight_tying=bool(added_tokens) and tied)
     return get_peft_model(model, config)
+
+
+def embedding_names(model: Any) -> list[str]:
+    """The module names of the input and output embeddings (``embed_tokens``/``lm_head`` in Llama,
+    ``wte``/``lm_head`` in GPT-2, ``shared``/``lm_head`` in T5): what LoRA trains whole when
+    tokens were added."""
+    wanted = [model.get_input_embeddings(), model.get_output_embeddings()]
+    out = []
+    for module in wanted:
+        name = next((n for n, m in model.named_modules() if m is module), None)
+        if name and name.rsplit(".", 1)[-1] not in out:
+            out.append(name.rsplit(".", 1)[-1])
+    return out
 
 
 def base_of(model: Any) -> Any:

@@ -26,8 +26,12 @@ class RunState:
 
 
 def append_metrics(path: Path, record: dict) -> None:
-    """Append one line to metrics.jsonl (flushed: a crash loses at most the line being written)."""
-    with open(path, "a", encoding="utf-8") as handle:
+    """Append one line to metrics.jsonl (flushed: a crash or a full disk loses at most the line
+    being written, which ``read_metrics`` and ``trim_metrics`` skip); a failed write is one
+    WriteError naming the file."""
+    from sftkit.io import writing
+
+    with writing(path, "metrics log"), open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record, allow_nan=False) + "\n")
         handle.flush()
 
@@ -91,21 +95,38 @@ def save_final(model: Any, tokenizer: Any, template: Any, out: Path, state_dict:
     import shutil
     import tempfile
 
+    from sftkit.io import default_mode, writing
     from sftkit.runs import template_jinja
 
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=out))
+    with writing(out, "run folder"):
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-final-", dir=out))
     extra = {"state_dict": state_dict} if state_dict is not None else {}
     try:
-        model.save_pretrained(str(tmp), safe_serialization=True, **extra)  # a PEFT adapter, or the full model
-        jinja = template_jinja(template)
-        if jinja:
-            tokenizer.chat_template = jinja
-        tokenizer.save_pretrained(str(tmp))
+        # A full disk (torch, safetensors or tokenizers failing to write) is one WriteError; the
+        # temporary folder goes, and nothing has been moved into the run folder yet.
+        with writing(out, "final model", partial=tmp):
+            model.save_pretrained(str(tmp), safe_serialization=True, **extra)  # a PEFT adapter, or the full model
+            jinja = template_jinja(template)
+            if jinja:
+                tokenizer.chat_template = jinja
+            tokenizer.save_pretrained(str(tmp))
+            for child in tmp.iterdir():
+                if child.is_file():  # on the disk before sftkit_run.json says the run is finished
+                    _fsync(child)
         for child in tmp.iterdir():
             if child.is_file() and child.name != "README.md":  # PEFT's empty card: sftkit.card writes the card
+                os.chmod(child, default_mode())  # safetensors creates its files private (0600)
                 os.replace(child, out / child.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync(file: Path) -> None:
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def build_result(recipe: Recipe, data: Any, metrics: list[dict], state: RunState, step: int, total_steps: int,

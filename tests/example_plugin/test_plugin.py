@@ -87,6 +87,6 @@ def test_through_the_cli(register_plugin, sftkit_cli, tmp_path):
     result = sftkit_cli("plugins", "--json")
     assert result.exit_code == 0, result.stderr
     names = {(c["kind"], c["name"]) for c in result.json()["components"] if c["plugin"] == "example"}
-    assert ("templates", "llama2_inst") in names and len(names) == 6
+    assert ("templates", "llama2_inst") in names and ("generators", "one_by_one") in names and len(names) == 7
     report = plugin.markdown(Result("eval", "t", {"a": 1}), tmp_path)
     assert report.read_text().startswith("# t")
