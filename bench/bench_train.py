@@ -370,8 +370,6 @@ def main() -> None:
     if not args.data.exists():
         raise SystemExit(f"{args.data} is absent: the benchmark needs ../shared/data/code_alpaca_2k.json")
     rows = json.loads(args.data.read_text("utf-8"))[: args.rows]
-    import torch
-
     from sftkit.models import load_model
 
     params = sum(p.numel() for p in load_model(model_name()).parameters())
@@ -402,7 +400,7 @@ def main() -> None:
     peak = max(canaries)
     print(f"\nshare of peak counted against the best canary, {peak:.0f} GFLOP/s (canaries: "
           f"{', '.join(f'{c:.0f}' for c in canaries)}); full: 6N FLOPs per non-pad token, LoRA: 4N")
-    header = (f"{'contender':24} {'trained tok/s':>13} {'tokens/s':>9} {'padding':>8} {'s/step':>7} {'peak RSS':>9} "
+    header = (f"{'contender':26} {'trained tok/s':>13} {'tokens/s':>9} {'padding':>8} {'s/step':>7} {'peak RSS':>9} "
               f"{'% peak':>7} {'x TRL defaults':>14} {'x TRL padding_free':>18}")
     loss_ok = True
     for method, children in children_by_method.items():
@@ -415,7 +413,7 @@ def main() -> None:
             row = rows_of[child.c.name]
             vs_base = f"{row['trained_per_s'] / base['trained_per_s']:.2f}x" if base else "-"
             vs_free = f"{row['trained_per_s'] / free['trained_per_s']:.2f}x" if free else "-"
-            print(f"{child.c.label:24} {row['trained_per_s']:13.1f} {row['tokens_per_s']:9.1f} {row['padding']:8.0%} "
+            print(f"{child.c.label:26} {row['trained_per_s']:13.1f} {row['tokens_per_s']:9.1f} {row['padding']:8.0%} "
                   f"{row['s_per_step']:7.2f} {row['rss_mb'] / 1024:8.2f}G {row['peak_share']:7.1%} {vs_base:>14} "
                   f"{vs_free:>18}")
         same = [ch for ch in children if ch.c.mode != "packing"]
