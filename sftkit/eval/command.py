@@ -37,7 +37,8 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
               help=f"Generation budget (default: 16 for classification, {FALLBACK_MAX_NEW_TOKENS} otherwise; at most "
                    f"131,072).")
 @click.option("--batch-size", metavar="N", type=click.IntRange(min=1, max=4096), default=16, show_default=True,
-              help="Prompts per generation batch (batches are also capped at 4,096 padded prompt tokens).")
+              help="Prompts decoding at once (a batch also holds at most 16,384 tokens of KV cache: rows x (padded "
+                   "prompt + max new tokens)).")
 @click.option("--limit", metavar="N", type=click.IntRange(min=1), default=None, help="Evaluate only the first N rows.")
 @click.option("--resamples", metavar="N", type=click.IntRange(min=100, max=100_000), default=1000, show_default=True,
               help="Bootstrap resamples (100 to 100,000).")
