@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sftkit import decoding
-from sftkit.generate import STOP_EOS, STOP_END_OF_TURN, STOP_LIMIT, Stops, generate_ids
+from sftkit.generate import STOP_END_OF_TURN, STOP_EOS, STOP_LIMIT, Stops, generate_ids
 
 WORDS = ("the market rose while shares of the bank fell sharply after a weak quarter and the "
          "chairman said nothing at all about the plans for next year").split()

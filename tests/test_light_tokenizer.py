@@ -9,10 +9,11 @@ import shutil
 import subprocess
 import sys
 from itertools import islice
+from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, shared_file, validate_file
+
 from sftkit.light_tokenizer import LightTokenizer, plain_config
 from sftkit.models import load_tokenizer, resolve_model_path
 
@@ -70,11 +71,10 @@ def test_training_encodings_equal_transformers_on_real_data(pair, template):
 
 def test_raw_texts_with_and_without_special_tokens_equal_transformers(pair):
     light, full = pair
-    texts = []
-    for line in islice(open(shared_file("dialogsum.dev.jsonl"), encoding="utf-8"), ROWS):
-        texts.append(json.loads(line)["dialogue"])
-    texts += [line.split(",", 1)[1] for line in
-              islice(open(shared_file("financial_phrasebank.csv"), encoding="latin-1"), ROWS)]
+    with open(shared_file("dialogsum.dev.jsonl"), encoding="utf-8") as lines:
+        texts = [json.loads(line)["dialogue"] for line in islice(lines, ROWS)]
+    with open(shared_file("financial_phrasebank.csv"), encoding="latin-1") as lines:
+        texts += [line.split(",", 1)[1] for line in islice(lines, ROWS)]
     texts += ["", " ", "<|im_start|>user\nHi<|im_end|>\n", "  leading spaces", "tab\there", "émoji 🎉 ok"]
     for special in (True, False):
         a = light(texts, add_special_tokens=special, return_offsets_mapping=True)
@@ -106,7 +106,7 @@ def test_validation_results_equal_with_either_tokenizer(pair):
 
 def test_folders_the_adapter_cannot_reproduce_load_transformers(tmp_path):
     source = resolve_model_path("smollm2-135m")
-    assert plain_config(__import__("pathlib").Path(source)) is not None
+    assert plain_config(Path(source)) is not None
     for change in ({"add_bos_token": True}, {"tokenizer_class": "LlamaTokenizerFast"},
                    {"auto_map": {"AutoTokenizer": ["x.Tok", None]}}, {"bos_token": "<not-a-token>"},
                    {"add_prefix_space": True}):
@@ -141,7 +141,7 @@ def test_validate_with_the_tokenizer_imports_no_torch(tmp_path):
              "print('HEAVY', sorted(m for m in ('torch', 'transformers') if m in sys.modules), code)\n")
     done = subprocess.run([sys.executable, "-c", probe, "validate", str(rows), "--spec", str(DEMO / "spec.yaml"),
                            "--template", "chatml", "--report-dir", str(tmp_path / "reports")],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert "HEAVY [] 0" in done.stdout, done.stdout + done.stderr
     report = json.loads((tmp_path / "reports" / "validate.json").read_text())
     assert report["summary"]["rows"] == 100 and report["stats"]["tokenization"]  # the tokenizer checks ran
