@@ -39,6 +39,10 @@ _CHANGES_GREEDY = {
 # A prefill call costs about as much as this many more prompt tokens (measured on CPU with
 # SmolLM2-135M): a prompt joins a prefill chunk when its padding there is at most this.
 PADDING_PER_CALL = 32
+# A prompt waits rather than join a batch that would pad it by more than this many positions:
+# every step reads each row's whole padded cache (one 1,363-token prompt among short ones made
+# every row read 1,400 positions).
+MAX_JOIN_PADDING = 512
 
 
 def supports(model: Any) -> bool:
@@ -260,7 +264,8 @@ def greedy_decode(model: Any, encoded: Sequence[Sequence[int]], *, pad_id: int, 
         width = batch.width if batch.rows else 0
         while waiting and len(batch.rows) + len(group) < batch_size:
             candidate = len(encoded[waiting[-1]])
-            if (batch.rows or group) and not fits(len(batch.rows) + len(group) + 1, max(width, candidate)):
+            if (batch.rows or group) and (width - candidate > MAX_JOIN_PADDING or
+                                          not fits(len(batch.rows) + len(group) + 1, max(width, candidate))):
                 break
             group.append(waiting.pop())
             width = max(width, candidate)

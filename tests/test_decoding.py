@@ -136,3 +136,24 @@ def test_a_model_whose_generation_config_changes_greedy_keeps_model_generate(mod
     monkeypatch.undo()
     plain = generate_ids(model, tok, prompts, stops, max_new_tokens=8, batch_size=2, progress=False)
     assert [g.token_ids for g in plain] != [g.token_ids for g in out]  # the penalty changed something
+
+
+def test_a_prompt_does_not_join_a_batch_that_would_pad_it_too_much(model, tok, monkeypatch):
+    prompts = prompt_ids(tok, [25, 1, 2, 1])
+    monkeypatch.setattr(decoding, "MAX_JOIN_PADDING", 6)
+    assert len(prompts[0]) - max(len(p) for p in prompts[1:]) > 6
+    seen = []
+    original = type(model).forward
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs["input_ids"].shape)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", spy)
+    stops = Stops((tok.eos_token_id,), (), (tok.eos_token_id,))
+    out = generate_ids(model, tok, prompts, stops, max_new_tokens=5, batch_size=4, share_prefix=False, progress=False)
+    monkeypatch.undo()
+    assert seen[0] == (1, len(prompts[0]))  # the long prompt prefills alone
+    assert all(shape[0] == 1 for shape in seen[1:5])  # and decodes alone until it stops
+    assert max(shape[0] for shape in seen) == 3  # then the short ones decode together
+    assert [g.token_ids for g in out] == one_at_a_time(model, prompts, 5, [tok.eos_token_id])
