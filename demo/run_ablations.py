@@ -18,7 +18,7 @@ SPEC = "demo/financial_sentiment/spec.yaml"
 ABLATIONS = {  # name -> what it changes in base.yaml
     "base": "chatml, completion_only, LoRA, packing (the reference)",
     "full_masking": "masking: full (loss on the prompt tokens too)",
-    "full_ft": "method: full (every weight), lr 5e-5",
+    "full_ft": "method: full (every weight), lr 1e-4",
     "no_packing": "packing: false (padded batches)",
     "alpaca": "template: alpaca",
 }
@@ -34,10 +34,14 @@ def main(argv: list[str]) -> None:
     rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     order = {name: i for i, name in enumerate(ABLATIONS)}
     rows.sort(key=lambda row: order.get(row["name"], len(order)))
+    done = {row["name"] for row in rows}
     for row in rows:
         row["name"] = f"{row['name']}: {ABLATIONS.get(row['name'], '')}"
     print(f"validation split {VAL} (150 rows); every run trained on demo/financial_sentiment/sweep/train.jsonl")
     print(table(rows, ["accuracy", "f1_macro"], label="ablation (demo/ablations/NAME.yaml)", compared="accuracy"))
+    for name, change in ABLATIONS.items():
+        if name not in done:
+            print(f"| {name}: {change} | not run | | | | | | | |")
 
 
 if __name__ == "__main__":
