@@ -1,20 +1,24 @@
 """Benchmark: sftkit's batched generation against a one-prompt-at-a-time loop.
 
-Both decode greedily with SmolLM2-135M-Instruct on the same 64 prompts, rendered with the
+Both decode greedily with SmolLM2-135M-Instruct on the same prompts, rendered with the
 alpaca template as `sftkit eval` renders them, and the same ``max_new_tokens``. The loop is
 the form tutorials write: tokenize one prompt, call ``model.generate``, decode the new
-tokens. Two workloads, one row pair each:
+tokens. The workloads (``both``: the first two, issue 12's; ``all``: the three):
 
-- ``instructions``: the Self-Instruct seed tasks (../shared/data; short prompts, answers of
+- ``dialogsum``: 32 DialogSum dialogues (../shared/data; prompts of ~240 tokens, summaries
+  of up to 64 tokens): prefill and decoding both weigh;
+- ``instructions``: 64 Self-Instruct seed tasks (../shared/data; short prompts, answers of
   up to 64 tokens): decoding dominates, which is what batching speeds up;
-- ``classification``: the demo's held-out sentences (prompts of about 100 tokens, answers of
-  a sentence at most): the prompt pass (prefill) dominates, and batching cannot reduce its
-  arithmetic.
+- ``classification``: 64 of the demo's held-out sentences (prompts of about 100 tokens,
+  answers of a sentence at most): the prompt pass (prefill) dominates, and batching cannot
+  reduce its arithmetic.
 
-The table shows both timings side by side, the speedup, and how many outputs are identical
-token for token.
+The loop runs once per workload, then sftkit.generate once per ``--batch-size`` (interleaved
+in one process, so the machine's load hits both alike). The table shows the timings side by
+side, the speedup, and how many outputs are identical token for token.
 
-    .venv/bin/python bench/bench_generate.py [--workload instructions|classification|both] [--prompts 64]
+    .venv/bin/python bench/bench_generate.py [--workload both|all|dialogsum|instructions|classification]
+        [--prompts N] [--batch-size 16 32]
 """
 from __future__ import annotations
 
@@ -28,11 +32,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SFTKIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 WORKLOADS = {
-    # name: (data, spec, max_new_tokens)
-    "instructions": (SHARED / "self_instruct_seed_tasks.jsonl", "self_instruct", 64),
+    # name: (data, spec, max_new_tokens, prompts)
+    "dialogsum": (SHARED / "dialogsum.dev.jsonl", "dialogsum", 64, 32),
+    "instructions": (SHARED / "self_instruct_seed_tasks.jsonl", "self_instruct", 64, 64),
     "classification": (ROOT / "demo" / "financial_sentiment" / "test.jsonl",
-                       str(ROOT / "demo" / "financial_sentiment" / "spec.yaml"), 32),
+                       str(ROOT / "demo" / "financial_sentiment" / "spec.yaml"), 32, 64),
 }
+GROUPS = {"both": ["dialogsum", "instructions"], "all": list(WORKLOADS)}
 
 
 def prompts_for(workload: str, n: int, tokenizer) -> list[str]:
@@ -40,7 +46,7 @@ def prompts_for(workload: str, n: int, tokenizer) -> list[str]:
 
     from sftkit.pipeline import DataRequest, RenderSettings, prepare
 
-    data, spec, _ = WORKLOADS[workload]
+    data, spec, _, _ = WORKLOADS[workload]
     prepared = prepare(DataRequest(str(data), spec=spec), RenderSettings(template="alpaca"), tokenizer=tokenizer)
     return [prepared.encoder.prompt(example) for example in islice(prepared.examples(), n)]
 
@@ -62,41 +68,45 @@ def loop_generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> 
     return outputs
 
 
-def run(workload: str, model, tokenizer, n: int, batch_size: int, max_new_tokens: int | None) -> dict:
-    """Time the loop and the batched generation on one workload."""
+def run(workload: str, model, tokenizer, n: int | None, batch_sizes: list[int], max_new_tokens: int | None) -> dict:
+    """Time the loop, then the batched generation at each batch size, on one workload."""
     from sftkit.generate import generate
 
     max_new = max_new_tokens or WORKLOADS[workload][2]
-    prompts = prompts_for(workload, n, tokenizer)
+    prompts = prompts_for(workload, n or WORKLOADS[workload][3], tokenizer)
     lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
     start = time.perf_counter()
     looped = loop_generate(model, tokenizer, prompts, max_new)
     loop_s = time.perf_counter() - start
-    start = time.perf_counter()
-    batched = generate(model, tokenizer, prompts, max_new_tokens=max_new, batch_size=batch_size, progress=False)
-    batch_s = time.perf_counter() - start
-    differ = [i for i, (a, b) in enumerate(zip(looped, batched)) if a != b.token_ids]
-    note = ""
-    if differ:
-        first, prefix = differ[0], 0
-        a, b = looped[differ[0]], batched[differ[0]].token_ids
-        while prefix < min(len(a), len(b)) and a[prefix] == b[prefix]:
-            prefix += 1
-        note = (f"{workload}: outputs differ for prompts {differ}; e.g. prompt {first}: the same first {prefix} "
-                f"tokens, then {tokenizer.decode(list(a[prefix:prefix + 5]))!r} (loop) vs "
-                f"{tokenizer.decode(list(b[prefix:prefix + 5]))!r} (batched)")
+    batched_runs = []
+    for batch_size in batch_sizes:
+        start = time.perf_counter()
+        batched = generate(model, tokenizer, prompts, max_new_tokens=max_new, batch_size=batch_size, progress=False)
+        batch_s = time.perf_counter() - start
+        differ = [i for i, (a, b) in enumerate(zip(looped, batched)) if a != b.token_ids]
+        note = ""
+        if differ:
+            first, prefix = differ[0], 0
+            a, b = looped[differ[0]], batched[differ[0]].token_ids
+            while prefix < min(len(a), len(b)) and a[prefix] == b[prefix]:
+                prefix += 1
+            note = (f"{workload}, batch {batch_size}: outputs differ for prompts {differ}; e.g. prompt {first}: the "
+                    f"same first {prefix} tokens, then {tokenizer.decode(list(a[prefix:prefix + 5]))!r} (loop) vs "
+                    f"{tokenizer.decode(list(b[prefix:prefix + 5]))!r} (batched)")
+        batched_runs.append({"batch_size": batch_size, "batched_s": batch_s, "speedup": loop_s / batch_s,
+                             "identical": len(prompts) - len(differ), "differ": differ, "note": note})
     return {"workload": workload, "prompts": len(prompts), "prompt_tokens": [min(lengths), max(lengths)],
-            "max_new_tokens": max_new, "batch_size": batch_size, "new_tokens": sum(len(t) for t in looped),
-            "loop_s": loop_s, "batched_s": batch_s, "speedup": loop_s / batch_s,
-            "identical": len(prompts) - len(differ), "differ": differ, "note": note}
+            "max_new_tokens": max_new, "new_tokens": sum(len(t) for t in looped), "loop_s": loop_s,
+            "batched": batched_runs, "load_average": list(os.getloadavg())}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", choices=["both", *WORKLOADS], default="both")
-    parser.add_argument("--prompts", type=int, default=64)
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: 64 instructions, 32 classification")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workload", choices=[*GROUPS, *WORKLOADS], default="both")
+    parser.add_argument("--prompts", type=int, default=None, help="default: 32 dialogsum, 64 the others")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="default: 64 dialogsum and instructions, 32 classification")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
     os.environ.setdefault("SFTKIT_NO_PROGRESS", "1")
@@ -111,10 +121,11 @@ def main() -> int:
     tokenizer = load_tokenizer("smollm2-135m")
     model = load_model("smollm2-135m").eval()
     generate(model, tokenizer, ["Hello"], max_new_tokens=2, progress=False)  # warm-up
-    workloads = list(WORKLOADS) if args.workload == "both" else [args.workload]
-    if "instructions" in workloads and not WORKLOADS["instructions"][0].exists():
-        print(f"skipping the instructions workload: {WORKLOADS['instructions'][0]} is absent")
-        workloads.remove("instructions")
+    workloads = GROUPS.get(args.workload, [args.workload])
+    for name in list(workloads):
+        if not WORKLOADS[name][0].exists():
+            print(f"skipping the {name} workload: {WORKLOADS[name][0]} is absent")
+            workloads.remove(name)
     results = [run(w, model, tokenizer, args.prompts, args.batch_size, args.max_new_tokens) for w in workloads]
 
     table = Table(title=f"batched generation vs a one-prompt loop: SmolLM2-135M, greedy, "
@@ -126,13 +137,16 @@ def main() -> int:
                 f"tokens, max_new_tokens {r['max_new_tokens']}")
         table.add_row(what, "one prompt at a time (tutorial loop)", f"{r['loop_s']:.1f}",
                       f"{r['new_tokens'] / r['loop_s']:.1f}", "1.00x", "reference")
-        table.add_row("", f"sftkit.generate, batch {r['batch_size']}, left padding", f"{r['batched_s']:.1f}",
-                      f"{r['new_tokens'] / r['batched_s']:.1f}", f"{r['speedup']:.2f}x",
-                      f"{r['identical']}/{r['prompts']}", end_section=True)
+        for i, b in enumerate(r["batched"]):
+            table.add_row("", f"sftkit.generate, batch {b['batch_size']}", f"{b['batched_s']:.1f}",
+                          f"{r['new_tokens'] / b['batched_s']:.1f}", f"{b['speedup']:.2f}x",
+                          f"{b['identical']}/{r['prompts']}", end_section=i == len(r["batched"]) - 1)
     Console(width=140).print(table)
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for r in results:
-        if r["note"]:
-            print(r["note"])
+        for b in r["batched"]:
+            if b["note"]:
+                print(b["note"])
     if args.json:
         Path(args.json).write_text(json.dumps({"threads": torch.get_num_threads(), "results": results}, indent=1))
     return 0

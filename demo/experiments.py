@@ -69,6 +69,8 @@ def interval(metric: dict) -> str:
 
 def difference(row: dict, metric: str) -> str:
     """``+0.020 [-0.040, +0.080] (p 0.52)``: the paired difference from the compared run, if any."""
+    if row.get("unpaired"):
+        return "n/a: other prompts"
     d = row.get("differences", {}).get(metric)
     if not d:
         return "(reference)"

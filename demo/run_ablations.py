@@ -18,10 +18,13 @@ SPEC = "demo/financial_sentiment/spec.yaml"
 ABLATIONS = {  # name -> what it changes in base.yaml
     "base": "chatml, completion_only, LoRA, packing (the reference)",
     "full_masking": "masking: full (loss on the prompt tokens too)",
-    "full_ft": "method: full (every weight), lr 5e-5",
+    "full_ft": "method: full (every weight), lr 1e-4",
     "no_packing": "packing: false (padded batches)",
     "alpaca": "template: alpaca",
 }
+# `sftkit eval --compare` prompts both models with the evaluated run's template, so a run with
+# another template is not compared with the reference on paired prompts (its row says so).
+UNPAIRED = ("alpaca",)
 
 
 def main(argv: list[str]) -> None:
@@ -29,15 +32,20 @@ def main(argv: list[str]) -> None:
         names = ["base", *[n for n in (argv or ABLATIONS) if n != "base"]]
         for name in names:
             run("ablations", name, f"demo/ablations/{name}.yaml", [], VAL, SPEC,
-                compare=None if name == "base" else "runs/ablations/base")
+                compare=None if name == "base" or name in UNPAIRED else "runs/ablations/base")
     log = ROOT / "runs" / "ablations" / "log.jsonl"
     rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     order = {name: i for i, name in enumerate(ABLATIONS)}
     rows.sort(key=lambda row: order.get(row["name"], len(order)))
+    done = {row["name"] for row in rows}
     for row in rows:
+        row["unpaired"] = row["name"] in UNPAIRED
         row["name"] = f"{row['name']}: {ABLATIONS.get(row['name'], '')}"
     print(f"validation split {VAL} (150 rows); every run trained on demo/financial_sentiment/sweep/train.jsonl")
     print(table(rows, ["accuracy", "f1_macro"], label="ablation (demo/ablations/NAME.yaml)", compared="accuracy"))
+    for name, change in ABLATIONS.items():
+        if name not in done:
+            print(f"| {name}: {change} | not run | | | | | | | |")
 
 
 if __name__ == "__main__":

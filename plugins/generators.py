@@ -12,9 +12,10 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from sftkit import hookimpl
+from sftkit.generate import DEFAULT_BATCH_TOKENS
 
 BatchSize = Annotated[int, Field(ge=1, le=4096, description="prompts per generation batch")]
-BatchTokens = Annotated[int, Field(ge=1, le=2**24, description="padded prompt tokens per batch at most")]
+BatchTokens = Annotated[int, Field(ge=1, le=2**24, description="tokens per batch at most (KV cache for hf: rows x (prompt + new))")]
 
 
 def _version(package: str) -> str:
@@ -27,9 +28,10 @@ def _version(package: str) -> str:
 
 
 def hf(model: Any, tokenizer: Any, prompt_ids: list, stops: Any, max_new_tokens: int, batch_size: BatchSize = 16,
-       max_batch_tokens: BatchTokens = 4096,
+       max_batch_tokens: BatchTokens = DEFAULT_BATCH_TOKENS,
        share_prefix: Annotated[bool, Field(description="run the prefix every prompt shares once")] = True) -> list:
-    """Batched greedy model.generate with left padding, longest prompts first (the default)."""
+    """Batched greedy decoding (sftkit.generate.generate_ids): rows leave the batch when they stop and
+    waiting prompts take their places, longest prompts first (the default)."""
     from sftkit.generate import generate_ids
 
     return generate_ids(model, tokenizer, prompt_ids, stops, max_new_tokens=max_new_tokens, batch_size=batch_size,

@@ -1,10 +1,12 @@
 """Batched greedy generation with left padding, stopping at EOS or the template's end of turn.
 
 Prompts are tokenized exactly as in training (``add_special_tokens=True``, the same
-tokenizer), sorted by length so that each batch holds prompts of similar length (little
-padding; a batch holds at most ``max_batch_tokens`` padded prompt tokens, so one very long
-prompt does not pad fifteen short ones to its length), left-padded, and decoded greedily
-with ``model.generate``. A sequence stops at the
+tokenizer), sorted by length (longest first, so that rows decoding together have similar
+lengths), left-padded, and decoded greedily: by :mod:`sftkit.decoding` (rows leave the batch
+as they stop, waiting prompts take their places) for plain decoder-only models, else with
+``model.generate`` batch by batch. A batch holds at most ``batch_size`` rows and at most
+``max_batch_tokens`` tokens of KV cache (rows x (padded prompt + ``max_new_tokens``)), so one
+very long prompt does not pad fifteen short ones to its length. A sequence stops at the
 tokenizer's EOS, at the template's end-of-turn text (a token id when it is one token, a stop
 string otherwise) or after ``max_new_tokens``; the output is cut before the stop and returned
 in the original order.
@@ -14,7 +16,7 @@ from __future__ import annotations
 import copy
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 STOP_EOS = "eos"
 STOP_END_OF_TURN = "end_of_turn"
@@ -92,7 +94,7 @@ def _finish(tokenizer: Any, new_ids: Sequence[int], stops: Stops, max_new_tokens
 def make_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None,
                  sort_by_length: bool = True) -> list[list[int]]:
     """Prompt indices in batches: longest first, at most ``batch_size`` prompts and at most
-    ``max_batch_tokens`` padded prompt tokens (batch size x longest prompt) a batch."""
+    ``max_batch_tokens`` padded tokens (batch size x longest length) a batch."""
     order = list(range(len(lengths)))
     if sort_by_length:
         order.sort(key=lambda i: -lengths[i])  # longest first: a memory problem shows at once
@@ -109,6 +111,8 @@ def make_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int 
 
 
 MIN_SHARED_PREFIX = 8
+# the default bound of a batch: rows x (padded prompt + max_new_tokens) tokens in its KV cache
+DEFAULT_BATCH_TOKENS = 16384
 
 
 def shared_prefix_length(encoded: Sequence[Sequence[int]]) -> int:
@@ -124,7 +128,7 @@ def shared_prefix_length(encoded: Sequence[Sequence[int]]) -> int:
 
 
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 64, batch_size: int = 16,
-             max_batch_tokens: int | None = 4096, end_texts: Iterable[str] = (), progress: bool = True,
+             max_batch_tokens: int | None = DEFAULT_BATCH_TOKENS, end_texts: Iterable[str] = (), progress: bool = True,
              description: str = "generating", sort_by_length: bool = True, share_prefix: bool = True) -> list[Generation]:
     """Greedy outputs for ``prompts`` (texts, in their order): tokenized as in training, then
     :func:`generate_ids`."""
@@ -136,48 +140,104 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_toke
 
 
 def generate_ids(model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]], stops: Stops, *,
-                 max_new_tokens: int = 64, batch_size: int = 16, max_batch_tokens: int | None = 4096,
+                 max_new_tokens: int = 64, batch_size: int = 16, max_batch_tokens: int | None = DEFAULT_BATCH_TOKENS,
                  progress: bool = True, description: str = "generating", sort_by_length: bool = True,
                  share_prefix: bool = True) -> list[Generation]:
-    """Greedy outputs for already tokenized prompts (in their order), ``batch_size`` prompts at
-    a time (fewer where long prompts would exceed ``max_batch_tokens`` padded tokens), each
-    stopped at ``stops`` or after ``max_new_tokens``.
+    """Greedy outputs for already tokenized prompts (in their order), each stopped at ``stops``
+    or after ``max_new_tokens``; at most ``batch_size`` prompts decode at once, fewer where
+    their padded length plus ``max_new_tokens``, times their count, would exceed
+    ``max_batch_tokens``.
 
+    Decoder-only models whose decoding is plain greedy run :func:`sftkit.decoding.greedy_decode`
+    (rows leave the batch when they stop, waiting prompts take their places); encoder-decoders run
+    :func:`sftkit.generate_seq2seq.generate_seq2seq`; others run ``model.generate`` batch by batch.
     With ``share_prefix``, the tokens every prompt starts with (the template and a constant
-    instruction, often most of an evaluation prompt) are run through the model once; each
-    batch starts from a copy of that KV cache, its own tokens left-padded after it."""
+    instruction, often most of an evaluation prompt) are run through the model once, and each
+    prompt continues from that KV cache."""
     if getattr(getattr(model, "config", None), "is_encoder_decoder", False):  # T5, BART: sftkit.generate_seq2seq
         from sftkit.generate_seq2seq import generate_seq2seq
 
         return generate_seq2seq(model, tokenizer, prompt_ids, stops, max_new_tokens=max_new_tokens,
                                 batch_size=batch_size, max_batch_tokens=max_batch_tokens, progress=progress,
                                 description=description, sort_by_length=sort_by_length)
-    import torch
-
-    from sftkit.console import err_console, progress_disabled
+    from sftkit import decoding
 
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("batch_size and max_new_tokens must be at least 1")
     encoded = [list(ids) for ids in prompt_ids]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops.eos_ids or (0,))[0]
-    options = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id,
+    decode = _decode_loop if decoding.supports(model) else _decode_with_generate
+    with _progress_bar(progress, description, len(encoded)) as advance:
+        return decode(model, tokenizer, encoded, stops, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                      max_batch_tokens=max_batch_tokens, sort_by_length=sort_by_length,
+                      share_prefix=share_prefix, advance=advance)
+
+
+@contextmanager
+def _progress_bar(progress: bool, description: str, total: int):
+    """A transient progress bar over the prompts; yields ``advance(n)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sftkit.console import err_console, progress_disabled
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err_console, disable=not progress or progress_disabled(), transient=True)
+    with bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
+
+
+def _pad_id(tokenizer: Any, stops: Stops) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops.eos_ids or (0,))[0]
+
+
+def _shared_prefix(encoded: list[list[int]], share_prefix: bool) -> int:
+    shared = shared_prefix_length(encoded) if share_prefix and len(encoded) > 1 else 0
+    return shared if shared >= MIN_SHARED_PREFIX else 0
+
+
+def _decode_loop(model: Any, tokenizer: Any, encoded: list[list[int]], stops: Stops, *, max_new_tokens: int,
+                 batch_size: int, max_batch_tokens: int | None, sort_by_length: bool, share_prefix: bool,
+                 advance: Callable) -> list[Generation]:
+    from sftkit.decoding import greedy_decode
+
+    results: list[Generation | None] = [None] * len(encoded)
+    order = list(range(len(encoded)))
+    if sort_by_length:
+        order.sort(key=lambda i: -len(encoded[i]))  # longest first: a memory problem shows at once
+
+    def stopped_by_text(ids: list[int]) -> bool:
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        return any(stop in text for stop in stops.strings)
+
+    def done(index: int, new_ids: list[int]) -> None:
+        results[index] = _finish(tokenizer, new_ids, stops, max_new_tokens)
+        advance()
+
+    model.eval()
+    greedy_decode(model, encoded, pad_id=_pad_id(tokenizer, stops), stop_ids=stops.token_ids,
+                  stopped_by_text=stopped_by_text if stops.strings else None, max_new_tokens=max_new_tokens,
+                  batch_size=batch_size, max_batch_tokens=max_batch_tokens, order=order,
+                  shared=_shared_prefix(encoded, share_prefix), done=done)
+    return [r for r in results if r is not None]
+
+
+def _decode_with_generate(model: Any, tokenizer: Any, encoded: list[list[int]], stops: Stops, *,
+                          max_new_tokens: int, batch_size: int, max_batch_tokens: int | None,
+                          sort_by_length: bool, share_prefix: bool, advance: Callable) -> list[Generation]:
+    """``model.generate`` batch by batch (left padding, the shared-prefix cache copied into each)."""
+    import torch
+
+    options = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=_pad_id(tokenizer, stops),
                    eos_token_id=list(stops.token_ids) or None, temperature=None, top_p=None, top_k=None)
     if stops.strings:
         options.update(stop_strings=list(stops.strings), tokenizer=tokenizer)
     results: list[Generation | None] = [None] * len(encoded)
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=err_console, disable=not progress or progress_disabled(), transient=True)
     model.eval()
-    shared = shared_prefix_length(encoded) if share_prefix and len(encoded) > 1 else 0
-    if shared < MIN_SHARED_PREFIX:
-        shared = 0
-    # the padding budget counts the tokens each batch pads and runs: those after the shared prefix
-    batches = make_batches([len(ids) - shared for ids in encoded], batch_size, max_batch_tokens, sort_by_length)
-    with bar, left_padding(tokenizer), torch.inference_mode():
-        task = bar.add_task(description, total=len(encoded))
+    shared = _shared_prefix(encoded, share_prefix)
+    # the same bound as the decode loop: rows x (padded prompt + max_new_tokens) tokens of KV cache
+    batches = make_batches([len(ids) + max_new_tokens for ids in encoded], batch_size, max_batch_tokens,
+                           sort_by_length)
+    with left_padding(tokenizer), torch.inference_mode():
         prefix_cache = None
         if shared:
             prefix = torch.tensor([encoded[0][:shared]], device=model.device)
@@ -199,7 +259,7 @@ def generate_ids(model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]]
             width = input_ids.shape[1]
             for row, index in enumerate(batch):
                 results[index] = _finish(tokenizer, output[row, width:].tolist(), stops, max_new_tokens)
-            bar.advance(task, len(batch))
+            advance(len(batch))
     return [r for r in results if r is not None]
 
 

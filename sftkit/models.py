@@ -136,11 +136,21 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> Any:
-    """Load the tokenizer for ``name`` (a pad token is set to EOS when missing)."""
+def load_tokenizer(name: str, *, trust_remote_code: bool = False, light: bool = False) -> Any:
+    """Load the tokenizer for ``name`` (a pad token is set to EOS when missing).
+
+    ``light``: read a plain ``tokenizer.json`` with the ``tokenizers`` library, without
+    importing torch or transformers (:mod:`sftkit.light_tokenizer`; the same ids and offsets),
+    where the folder allows it; for commands that only tokenize."""
+    path = resolve_model_path(name)
+    if light:
+        from sftkit import light_tokenizer
+
+        tokenizer = light_tokenizer.load(path, trust_remote_code=trust_remote_code)
+        if tokenizer is not None:
+            return tokenizer
     from transformers import AutoTokenizer
 
-    path = resolve_model_path(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:

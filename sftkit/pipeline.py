@@ -395,13 +395,16 @@ class Prepared:
 
 
 def prepare(request: DataRequest, render: RenderSettings, *, tokenizer: Any = None,
-            checks: Iterable[Callable[[DatasetSpec], Any]] = (), registry: Registry | None = None) -> Prepared:
+            checks: Iterable[Callable[[DatasetSpec], Any]] = (), registry: Registry | None = None,
+            light_tokenizer: bool = False) -> Prepared:
     """Check every component and option, open the data, and load the tokenizer once.
 
     The template (if named) and the masking strategy are resolved with their options before
     the file is opened; the spec's own template, and ``checks`` (a command's own checks that
     need the spec, such as its validators and their options), right after the spec is known
-    and before the tokenizer loads. ``tokenizer`` overrides loading one for ``render.model``.
+    and before the tokenizer loads. ``tokenizer`` overrides loading one for ``render.model``;
+    ``light_tokenizer`` loads it without torch where the same ids come out (commands that only
+    tokenize: see ``sftkit.models.load_tokenizer``).
     """
     registry = registry or get_registry()
     masking = render.masking or registry.default_name("masking_strategies")
@@ -419,7 +422,7 @@ def prepare(request: DataRequest, render: RenderSettings, *, tokenizer: Any = No
     if tokenizer is None and render.model:
         from sftkit.models import load_tokenizer
 
-        tokenizer = load_tokenizer(render.model, trust_remote_code=render.trust_remote_code)
+        tokenizer = load_tokenizer(render.model, trust_remote_code=render.trust_remote_code, light=light_tokenizer)
     added, splits = [], {}
     if tokenizer is not None:
         if render.add_special_tokens:

@@ -81,7 +81,8 @@ def command(ctx, data, request, render, no_tokenizer, eval_data, report_dir, rep
                                   severity=parse_severities(severities), batch_size=batch_size)
     render = dataclasses.replace(render, model=None if no_tokenizer else render.model,
                                  max_length=render.max_length or DEFAULT_MAX_LENGTH)
-    prepared = prepare(request.for_path(data), render, checks=[lambda spec: check_validation(spec, settings)])
+    prepared = prepare(request.for_path(data), render, checks=[lambda spec: check_validation(spec, settings)],
+                       light_tokenizer=True)  # validate only tokenizes: no torch where the ids stay the same
     evals = prepared.more(request.for_path(eval_data)) if eval_data else None
     result = run_validation(prepared, settings, eval_data=evals)
     written = write_reports(result, report_dir, prepared.registry, json_copy=json_path, reporters=chosen)

@@ -4,6 +4,7 @@ prompts that are the training text minus the response."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from sftkit.generate import STOP_END_OF_TURN, STOP_EOS, STOP_LIMIT, generate, stops_for
 
@@ -59,26 +60,36 @@ def test_batched_equals_one_prompt_at_a_time(model, tok):
     assert tok.padding_side == "right"  # restored after generation
 
 
-def test_prompts_are_left_padded_and_answers_come_back_in_order(model, tok, monkeypatch):
+def forward_calls(model, monkeypatch):
+    """Record (input_ids, attention_mask, position_ids) of every forward call of ``model``."""
     seen = []
-    original = model.generate
+    original = type(model).forward
 
-    def spy(**kwargs):
-        seen.append((kwargs["input_ids"].clone(), kwargs["attention_mask"].clone()))
-        return original(**kwargs)
+    def spy(self, *args, **kwargs):
+        seen.append((kwargs["input_ids"].clone(), kwargs["attention_mask"].clone(), kwargs["position_ids"].clone()))
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(model, "generate", spy)
-    out = generate(model, tok, PROMPTS, max_new_tokens=3, batch_size=len(PROMPTS), progress=False)
-    ids, mask = seen[0]
-    lengths = [len(tok(p)["input_ids"]) for p in PROMPTS]
-    assert ids.shape == (len(PROMPTS), max(lengths))
-    assert mask[:, -1].all()  # every row ends with its last prompt token: padding is on the left
-    assert sorted(mask.sum(dim=1).tolist(), reverse=True) == sorted(lengths, reverse=True)
-    assert mask.sum(dim=1).tolist() == sorted(lengths, reverse=True)  # longest first
-    short = mask.sum(dim=1).argmin()
-    assert (ids[short, : ids.shape[1] - min(lengths)] == tok.pad_token_id).all()
+    monkeypatch.setattr(type(model), "forward", spy)
+    return seen
+
+
+def test_prompts_are_left_padded_and_answers_come_back_in_order(model, tok, monkeypatch):
+    seen = forward_calls(model, monkeypatch)
+    same_length = ["One two three four.", "Five six seven eight.", "A b c d e f g h i j.", "Hi"]
+    lengths = [len(tok(p)["input_ids"]) for p in same_length]
+    out = generate(model, tok, same_length, max_new_tokens=3, batch_size=4, share_prefix=False, progress=False)
     monkeypatch.undo()
-    alone = [generate(model, tok, [p], max_new_tokens=3, progress=False)[0].token_ids for p in PROMPTS]
+    prefills = [call for call in seen if call[0].shape[1] > 1]
+    ids, mask, positions = prefills[0]
+    # the longest first; a prompt joins a prefill when its padding there is small
+    assert mask.sum(dim=1).tolist() == sorted(mask.sum(dim=1).tolist(), reverse=True)
+    assert mask[:, -1].all()  # every row ends with its last prompt token: padding is on the left
+    for row in range(ids.shape[0]):
+        real = int(mask[row].sum())
+        assert (ids[row, : ids.shape[1] - real] == tok.pad_token_id).all()
+        assert positions[row, -real:].tolist() == list(range(real))  # counted from the first real token
+    assert sorted(int(m.sum()) for _, call_mask, _ in prefills for m in call_mask) == sorted(lengths)
+    alone = [generate(model, tok, [p], max_new_tokens=3, progress=False)[0].token_ids for p in same_length]
     assert [g.token_ids for g in out] == alone  # original order restored
 
 
@@ -159,19 +170,21 @@ def test_a_shared_prompt_prefix_runs_once_and_changes_no_token(model, tok, monke
     encoded = tok(prompts)["input_ids"]
     shared = shared_prefix_length(encoded)
     assert shared >= 15 and all(ids[:shared] == encoded[0][:shared] for ids in encoded)
-    seen = []
-    original = model.generate
-
-    def spy(**kwargs):
-        seen.append((kwargs["input_ids"].shape, kwargs.get("past_key_values")))
-        return original(**kwargs)
-
-    monkeypatch.setattr(model, "generate", spy)
+    seen = forward_calls(model, monkeypatch)
     batched = generate(model, tok, prompts, max_new_tokens=8, batch_size=4, progress=False)
     monkeypatch.undo()
-    (shape, cache), = seen
-    assert cache is not None and shape[1] == max(len(ids) for ids in encoded)  # prefix + padded own tokens
-    alone = generate(model, tok, prompts, max_new_tokens=8, batch_size=1, share_prefix=False, progress=False)
-    assert [g.token_ids for g in batched] == [g.token_ids for g in alone]
+    prefix, *prefills = [call for call in seen if call[0].shape[1] > 1]
+    assert prefix[0].tolist() == [encoded[0][:shared]]  # the prefix runs once, alone
+    # each prompt then runs only its own tokens, its positions continuing after the prefix
+    assert sorted(int(m[shared:].sum()) for _, mask, _ in prefills for m in mask) == \
+        sorted(len(ids) - shared for ids in encoded)
+    for ids, mask, positions in prefills:
+        assert mask.shape[1] == shared + ids.shape[1] and mask[:, :shared].all()
+        assert (positions[:, -1] + 1 == mask.sum(dim=1)).all()
+    alone = []
+    for ids in encoded:  # one prompt at a time with model.generate, no prefix cache
+        out = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+        alone.append(tuple(out[0, len(ids):].tolist()))
+    assert [g.token_ids for g in batched] == alone
     assert shared_prefix_length([[1, 2, 3], [1, 2]]) == 1  # every prompt keeps a token of its own
     assert shared_prefix_length([[5, 6], [7, 6]]) == 0

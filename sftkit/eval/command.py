@@ -14,6 +14,7 @@ from pydantic import Field
 
 from sftkit.cli import checked_value, data_options, parse_component_options, parse_key_values, parse_names, reporter_flags
 from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
+from sftkit.generate import DEFAULT_BATCH_TOKENS
 
 
 @click.command("eval")
@@ -44,12 +45,13 @@ from sftkit.eval.engine import FALLBACK_MAX_NEW_TOKENS
               help=f"Generation budget (default: 16 for classification, {FALLBACK_MAX_NEW_TOKENS} otherwise; at most "
                    f"131,072).")
 @click.option("--batch-size", metavar="N", type=click.IntRange(min=1, max=4096), default=16, show_default=True,
-              help="Prompts per generation batch (batches are also capped at --max-batch-tokens padded prompt tokens).")
-@click.option("--max-batch-tokens", metavar="N", default="4096", show_default=True,
+              help="Prompts decoding at once (fewer where the batch would exceed --max-batch-tokens of KV cache).")
+@click.option("--max-batch-tokens", metavar="N", default=str(DEFAULT_BATCH_TOKENS), show_default=True,
               callback=checked_value(Annotated[int, Field(ge=1, le=2**24)]),
-              help="Padded prompt tokens per generation batch at most (1 to 16,777,216), for generators that batch.")
+              help="Tokens of KV cache a generation batch may hold: rows x (padded prompt + max new tokens), 1 to "
+                   "16,777,216; for generators that batch.")
 @click.option("--generator", metavar="NAME", default=None,
-              help="How outputs are generated: hf (batched model.generate, the default), continuous (transformers' "
+              help="How outputs are generated: hf (batched greedy decoding, the default), continuous (transformers' "
                    "continuous batching), vllm (needs vLLM and a CUDA GPU), or a plugin's; `sftkit plugins` lists them.")
 @click.option("--generator-option", "generator_options", multiple=True, metavar="KEY=VALUE",
               help="A generator option, e.g. share_prefix=false for hf, page_size=128 for continuous (repeatable; "

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from sftkit.errors import DataError, UsageError
+from sftkit.generate import DEFAULT_BATCH_TOKENS
 from sftkit.eval.scoring import (ModelRun, describe_metrics, headline_subs, resolve_metrics, sanity_warnings,
                                  score)
 
@@ -47,7 +48,7 @@ class EvalSettings:
     device: str = "auto"
     generator: str | None = None
     generator_options: Mapping[str, Any] = field(default_factory=dict)
-    max_batch_tokens: int = 4096
+    max_batch_tokens: int = DEFAULT_BATCH_TOKENS
     by: str | None = None  # --by COLUMN; None: the task field or the label; "none": no breakdown
     share_base: bool = True  # several models: LoRA runs on one base attach to it instead of loading it again
 
