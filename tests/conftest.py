@@ -3,6 +3,7 @@ tokenizer, tiny models, and an in-process CLI runner."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,19 @@ def validate_file(path, *, eval_data=None, **fields):
     prepared = prepared_for(path, **{k: v for k, v in fields.items() if k not in setting_keys})
     evals = prepared.more(prepared.data.request.for_path(eval_data)) if eval_data else None
     return run_validation(prepared, settings, eval_data=evals)
+
+
+def squash(text: str) -> str:
+    """Output without whitespace (Rich wraps long messages at the terminal width)."""
+    return re.sub(r"\s+", "", text)
+
+
+def assert_one_clean_error(result, *fragments: str) -> None:
+    """Exit 2 with exactly one error line holding every fragment, and no traceback."""
+    output = result.stdout + result.stderr
+    assert result.exit_code == 2, output
+    assert "Traceback" not in output and "internal error" not in output, output
+    assert result.stderr.count("error:") == 1, output
+    flat = squash(result.stderr)
+    for fragment in fragments:
+        assert squash(fragment) in flat, (fragment, result.stderr)

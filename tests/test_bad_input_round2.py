@@ -20,25 +20,10 @@ from pathlib import Path
 import pytest
 
 from sftkit.errors import DataError, SftkitError, UsageError, WriteError
-from conftest import read_records
+from conftest import assert_one_clean_error, read_records, squash
 
 BAD = Path(__file__).resolve().parent / "data" / "bad"
 ROUND2 = BAD / "round2"
-
-
-def squash(text: str) -> str:
-    """Output without whitespace (Rich wraps long messages at the terminal width)."""
-    return re.sub(r"\s+", "", text)
-
-
-def assert_one_clean_error(result, *fragments: str) -> None:
-    output = result.stdout + result.stderr
-    assert result.exit_code == 2, output
-    assert "Traceback" not in output and "internal error" not in output, output
-    assert result.stderr.count("error:") == 1, output
-    flat = squash(result.stderr)
-    for fragment in fragments:
-        assert squash(fragment) in flat, (fragment, result.stderr)
 
 
 def assert_no_report(tmp_path: Path) -> None:

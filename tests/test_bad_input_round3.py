@@ -18,7 +18,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 import struct
 from pathlib import Path
@@ -26,27 +25,13 @@ from pathlib import Path
 import pytest
 
 from sftkit.testing import run_cli
+from conftest import assert_one_clean_error
 
 HERE = Path(__file__).resolve().parent
 BAD = HERE / "data" / "bad"
 ROUND3 = BAD / "round3"
 DATA = HERE / "data" / "train" / "sentiment.jsonl"
 SPEC = HERE.parent / "demo" / "financial_sentiment" / "spec.yaml"
-
-
-def squash(text: str) -> str:
-    """Output without whitespace (Rich wraps long messages at the terminal width)."""
-    return re.sub(r"\s+", "", text)
-
-
-def assert_one_clean_error(result, *fragments: str) -> None:
-    output = result.stdout + result.stderr
-    assert result.exit_code == 2, output
-    assert "Traceback" not in output and "internal error" not in output, output
-    assert result.stderr.count("error:") == 1, output
-    flat = squash(result.stderr)
-    for fragment in fragments:
-        assert squash(fragment) in flat, (fragment, result.stderr)
 
 
 def _train(out: Path, *more: str):
