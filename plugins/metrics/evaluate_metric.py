@@ -27,7 +27,11 @@ def _load(path: str) -> Any:
     from sftkit.errors import UsageError
 
     where = Path(path).expanduser()
-    if not where.exists():
+    try:
+        exists = where.exists()
+    except OSError:  # a name too long, or otherwise no path the system can look up
+        exists = False
+    if not exists:
         raise UsageError(f"metric evaluate: {path!r} is not a local folder or script, and sftkit loads no evaluate "
                          f"module from the hub (it runs offline)",
                          hint="download the module (its folder with the .py script) where there is a network, and "
