@@ -127,7 +127,7 @@ def shared_prefix_length(encoded: Sequence[Sequence[int]]) -> int:
     return length
 
 
-def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 64, batch_size: int = 16,
+def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 64, batch_size: int = 32,
              max_batch_tokens: int | None = DEFAULT_BATCH_TOKENS, end_texts: Iterable[str] = (), progress: bool = True,
              description: str = "generating", sort_by_length: bool = True, share_prefix: bool = True) -> list[Generation]:
     """Greedy outputs for ``prompts`` (texts, in their order): tokenized as in training, then
@@ -140,7 +140,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_toke
 
 
 def generate_ids(model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]], stops: Stops, *,
-                 max_new_tokens: int = 64, batch_size: int = 16, max_batch_tokens: int | None = DEFAULT_BATCH_TOKENS,
+                 max_new_tokens: int = 64, batch_size: int = 32, max_batch_tokens: int | None = DEFAULT_BATCH_TOKENS,
                  progress: bool = True, description: str = "generating", sort_by_length: bool = True,
                  share_prefix: bool = True) -> list[Generation]:
     """Greedy outputs for already tokenized prompts (in their order), each stopped at ``stops``

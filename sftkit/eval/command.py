@@ -44,7 +44,7 @@ from sftkit.generate import DEFAULT_BATCH_TOKENS
 @click.option("--max-new-tokens", metavar="N", type=click.IntRange(min=1, max=2**17), default=None,
               help=f"Generation budget (default: 16 for classification, {FALLBACK_MAX_NEW_TOKENS} otherwise; at most "
                    f"131,072).")
-@click.option("--batch-size", metavar="N", type=click.IntRange(min=1, max=4096), default=16, show_default=True,
+@click.option("--batch-size", metavar="N", type=click.IntRange(min=1, max=4096), default=32, show_default=True,
               help="Prompts decoding at once (fewer where the batch would exceed --max-batch-tokens of KV cache).")
 @click.option("--max-batch-tokens", metavar="N", default=str(DEFAULT_BATCH_TOKENS), show_default=True,
               callback=checked_value(Annotated[int, Field(ge=1, le=2**24)]),

@@ -39,7 +39,7 @@ class EvalSettings:
     metrics: tuple[str, ...] | None = None
     metric_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     max_new_tokens: int | None = None
-    batch_size: int = 16
+    batch_size: int = 32
     limit: int | None = None
     resamples: int = 1000
     seed: int = 0
